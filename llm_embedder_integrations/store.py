@@ -1,0 +1,449 @@
+"""A Chroma-backed store of keys, one collection per task.
+
+Keys are encoded with their task's key instruction and stored in a cosine-space collection named
+``"{name}-{task}"``. Each collection records the model that filled it (name, dimension,
+instructions), so reopening it with another model is a clear error rather than silent garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .encoder import LLMEmbedder, validate_texts
+from .instructions import get_instruction
+
+__all__ = ["ChromaStore", "Hit", "StoreMismatchError", "text_id"]
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,400}[a-zA-Z0-9]$")
+_ADD_CHUNK = 512
+"""Texts encoded and committed together: an interrupted add keeps every finished chunk."""
+
+MetadataValue = str | int | float | bool | None
+
+
+class StoreMismatchError(ValueError):
+    """A collection was built with another model, dimension or instruction setting."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    text: str
+    score: float
+    """Cosine similarity to the query (1 is identical direction)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def text_id(text: str) -> str:
+    """Default id of a text: a hash of its content, so adding the same text twice keeps one entry."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"`k` must be a positive int, got {k!r}")
+    return k
+
+
+def _check_vectors(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"`{what}` must have shape (n, {dim}), got {array.shape}")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"`{what}[{int(bad[0])}]` contains NaN or infinity ({bad.size} rows in all); "
+            "nothing was stored"
+        )
+    return array
+
+
+def _check_metadatas(
+    metadatas: Sequence[Mapping[str, Any] | None] | None, n: int
+) -> list[dict[str, Any] | None]:
+    if metadatas is None:
+        return [None] * n
+    if isinstance(metadatas, Mapping) or len(metadatas) != n:
+        raise ValueError(
+            f"`metadatas` must be a list with one dict per text ({n}), got "
+            f"{type(metadatas).__name__} of length {len(metadatas)}"
+        )
+    out: list[dict[str, Any] | None] = []
+    for i, meta in enumerate(metadatas):
+        if meta is None or len(meta) == 0:
+            out.append(None)
+            continue
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"`metadatas[{i}]` must be a dict, got {type(meta).__name__}")
+        for key, value in meta.items():
+            if not isinstance(key, str):
+                raise TypeError(f"`metadatas[{i}]` has a non-string key {key!r}")
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                raise TypeError(
+                    f"`metadatas[{i}][{key!r}]` is {type(value).__name__}; Chroma stores only "
+                    "str, int, float, bool or None: convert it (e.g. json.dumps)"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"`metadatas[{i}][{key!r}]` is {value}; store a finite number")
+        out.append(dict(meta))
+    return out
+
+
+def _check_ids(ids: Sequence[str] | None, texts: list[str]) -> list[str]:
+    if ids is None:
+        return [text_id(t) for t in texts]
+    if isinstance(ids, str) or len(ids) != len(texts):
+        raise ValueError(f"`ids` must be a list with one id per text ({len(texts)}), got {ids!r}")
+    seen: dict[str, int] = {}
+    for i, id_ in enumerate(ids):
+        if not isinstance(id_, str) or not id_:
+            raise TypeError(f"`ids[{i}]` must be a non-empty string, got {id_!r}")
+        if id_ in seen:
+            raise ValueError(
+                f"`ids[{i}]` repeats `ids[{seen[id_]}]` ({id_!r}); ids in one call must be unique"
+            )
+        seen[id_] = i
+    return list(ids)
+
+
+class ChromaStore:
+    """Task-aware vector store on Chroma: one cosine collection per task.
+
+    Args:
+        encoder: Encodes keys (key instruction) and queries (query instruction).
+        path: Directory of an embedded persistent Chroma; None keeps everything in memory.
+        client: An existing Chroma client (e.g. ``chromadb.HttpClient``); excludes ``path``.
+        name: Collection prefix; collections are named ``"{name}-{task}"``. In-memory stores get
+            a unique prefix by default, since Chroma shares in-memory data within a process.
+        hnsw: HNSW settings for new collections (``ef_search``, ``ef_construction``,
+            ``max_neighbors``); they take effect only when a collection is created.
+    """
+
+    def __init__(
+        self,
+        encoder: LLMEmbedder,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        client: Any | None = None,
+        name: str | None = None,
+        hnsw: Mapping[str, int] | None = None,
+    ) -> None:
+        import chromadb
+
+        if path is not None and client is not None:
+            raise ValueError("pass either `path` or `client`, not both")
+        if client is None:
+            settings = chromadb.Settings(anonymized_telemetry=False)
+            if path is None:
+                client = chromadb.EphemeralClient(settings=settings)
+                name = name or f"mem-{uuid.uuid4().hex[:12]}"
+            else:
+                os.makedirs(path, exist_ok=True)
+                client = chromadb.PersistentClient(path=os.fspath(path), settings=settings)
+        name = name or "llm-embedder"
+        if not _NAME_RE.match(f"{name}-qa"):
+            raise ValueError(
+                f"`name` must be letters, digits, '.', '_' or '-', starting and ending with a "
+                f"letter or digit; got {name!r}"
+            )
+        allowed = {"ef_search", "ef_construction", "max_neighbors"}
+        if hnsw is not None and not set(hnsw) <= allowed:
+            raise ValueError(f"unknown `hnsw` keys {sorted(set(hnsw) - allowed)}; use {allowed}")
+        self.encoder = encoder
+        self.client = client
+        self.name = name
+        self.path = None if path is None else os.fspath(path)
+        self._hnsw = dict(hnsw or {})
+        self._collections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def http(
+        cls,
+        encoder: LLMEmbedder,
+        host: str = "localhost",
+        port: int = 8000,
+        *,
+        ssl: bool = False,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+        hnsw: Mapping[str, int] | None = None,
+    ) -> ChromaStore:
+        """A store on a Chroma server (``chroma run --path DIR``), to scale past one machine."""
+        import chromadb
+
+        client = chromadb.HttpClient(
+            host=host,
+            port=port,
+            ssl=ssl,
+            headers=dict(headers or {}),
+            settings=chromadb.Settings(anonymized_telemetry=False),
+        )
+        return cls(encoder, client=client, name=name, hnsw=hnsw)
+
+    def __repr__(self) -> str:
+        where = self.path or type(self.client).__name__
+        return f"ChromaStore(name={self.name!r}, at={where!r}, encoder={self.encoder!r})"
+
+    # -- collections ----------------------------------------------------------------------
+
+    def collection_name(self, task: str) -> str:
+        """Name of ``task``'s collection."""
+        get_instruction(task)
+        return f"{self.name}-{task}"
+
+    def _record(self, task: str) -> dict[str, Any]:
+        return {
+            "llm_embedder:model": self.encoder.model_id,
+            "llm_embedder:dim": self.encoder.dim,
+            "llm_embedder:task": task,
+            "llm_embedder:key_instruction": self.encoder.instruction(task, "key"),
+        }
+
+    def collection(self, task: str) -> Any:
+        """``task``'s Chroma collection, created on first use and checked against the encoder.
+
+        Raises:
+            StoreMismatchError: the collection was filled by another model or setting.
+        """
+        with self._lock:
+            cached = self._collections.get(task)
+            if cached is not None:
+                return cached
+            name = self.collection_name(task)
+            record = self._record(task)
+            configuration = {"hnsw": {"space": "cosine", **self._hnsw}}
+            collection = self.client.get_or_create_collection(
+                name, configuration=configuration, metadata=record, embedding_function=None
+            )
+            self._check_record(collection, record)
+            self._collections[task] = collection
+            return collection
+
+    def _check_record(self, collection: Any, record: dict[str, Any]) -> None:
+        found = dict(collection.metadata or {})
+        differs = [k for k in record if found.get(k) != record[k]]
+        if not differs:
+            return
+        if "llm_embedder:model" not in found and collection.count() == 0:
+            collection.modify(metadata={**found, **record})  # an empty foreign collection: adopt
+            return
+
+        def describe(meta: Mapping[str, Any]) -> str:
+            instr = meta.get("llm_embedder:key_instruction")
+            return (
+                f"model {meta.get('llm_embedder:model')!r} (dim {meta.get('llm_embedder:dim')}, "
+                f"key instruction {instr!r})"
+            )
+
+        raise StoreMismatchError(
+            f"collection {collection.name!r} was built with {describe(found)}, but this store's "
+            f"encoder is {describe(record)}; their vectors are not comparable. Open it with the "
+            "same model and instruction setting, use another `name` or path, or drop it with "
+            "store.reset(task) and re-add the texts."
+        )
+
+    def reset(self, task: str) -> None:
+        """Delete ``task``'s collection and everything in it."""
+        name = self.collection_name(task)
+        with self._lock:
+            self._collections.pop(task, None)
+            if name in {c.name for c in self.client.list_collections()}:
+                self.client.delete_collection(name)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add(
+        self,
+        texts: Sequence[str],
+        *,
+        task: str,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, MetadataValue] | None] | None = None,
+        embeddings: np.ndarray | None = None,
+    ) -> list[str]:
+        """Encode ``texts`` with ``task``'s key instruction and upsert them.
+
+        Args:
+            texts: Texts to store.
+            task: Task whose collection receives them.
+            ids: One id per text; by default a hash of the text. An id already stored is
+                replaced (upsert), so adding the same id twice keeps one entry, the latest.
+            metadatas: One dict (or None) per text; values str, int, float, bool or None.
+            embeddings: Precomputed key embeddings (n, dim); skips encoding.
+
+        Returns:
+            The ids, in input order.
+
+        Raises:
+            TypeError, ValueError: on bad input, before anything is written.
+        """
+        items = validate_texts(texts, "texts")
+        id_list = _check_ids(ids, items)
+        metas = _check_metadatas(metadatas, len(items))
+        if embeddings is not None:
+            vectors = _check_vectors(embeddings, self.encoder.dim, "embeddings")
+            if len(vectors) != len(items):
+                raise ValueError(f"`embeddings` has {len(vectors)} rows for {len(items)} texts")
+        collection = self.collection(task)
+        step = min(_ADD_CHUNK, self.client.get_max_batch_size())
+        for start in range(0, len(items), step):
+            chunk = slice(start, start + step)
+            if embeddings is None:
+                chunk_vectors = self.encoder.encode_keys(items[chunk], task=task)
+            else:
+                chunk_vectors = vectors[chunk]
+            _check_vectors(chunk_vectors, self.encoder.dim, "embeddings")
+            collection.upsert(
+                ids=id_list[chunk],
+                embeddings=chunk_vectors,
+                documents=items[chunk],
+                metadatas=metas[chunk] if any(m is not None for m in metas[chunk]) else None,
+            )
+        return id_list
+
+    def delete(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        task: str,
+        where: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Delete entries by id and/or metadata filter; ids that are not stored are ignored."""
+        if ids is None and where is None:
+            raise ValueError("pass `ids` or `where`; to drop a whole task use store.reset(task)")
+        if isinstance(ids, str):
+            raise TypeError("`ids` must be a list of ids; wrap a single id in a list")
+        if ids is not None and len(ids) == 0 and where is None:
+            return
+        self.collection(task).delete(ids=list(ids) if ids else None, where=where or None)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def count(self, task: str) -> int:
+        """Number of entries stored for ``task``."""
+        return int(self.collection(task).count())
+
+    def get(self, ids: Sequence[str], *, task: str) -> list[Hit]:
+        """Stored entries by id, in the order asked; missing ids are left out. Scores are NaN."""
+        if isinstance(ids, str):
+            raise TypeError("`ids` must be a list of ids; wrap a single id in a list")
+        if not ids:
+            return []
+        got = self.collection(task).get(ids=list(ids), include=["documents", "metadatas"])
+        found = {
+            i: Hit(i, d, math.nan, dict(m or {}))
+            for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        }
+        return [found[i] for i in ids if i in found]
+
+    def search(
+        self,
+        query: str,
+        *,
+        task: str,
+        k: int = 4,
+        where: Mapping[str, Any] | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` entries of ``task`` closest to ``query`` (encoded with the query instruction).
+
+        Args:
+            query: The text to search with.
+            task: The task whose instructions and collection to use.
+            k: Number of results (fewer when fewer are stored).
+            where: Chroma metadata filter, e.g. ``{"source": "a.txt"}``.
+            exact: Brute-force cosine search instead of Chroma's HNSW index.
+        """
+        return self.search_batch([query], task=task, k=k, where=where, exact=exact)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        *,
+        task: str,
+        k: int = 4,
+        where: Mapping[str, Any] | None = None,
+        exact: bool = False,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for several queries, encoded in one pass."""
+        _check_k(k)
+        items = validate_texts(queries, "queries")
+        vectors = self.encoder.encode_queries(items, task=task)
+        return self.search_by_vectors(vectors, task=task, k=k, where=where, exact=exact)
+
+    def search_by_vectors(
+        self,
+        vectors: np.ndarray,
+        *,
+        task: str,
+        k: int = 4,
+        where: Mapping[str, Any] | None = None,
+        exact: bool = False,
+    ) -> list[list[Hit]]:
+        """Search with query embeddings already computed (rows L2-normalised)."""
+        _check_k(k)
+        vectors = _check_vectors(vectors, self.encoder.dim, "vectors")
+        if len(vectors) == 0:
+            return []
+        collection = self.collection(task)
+        if exact:
+            return self._exact(collection, vectors, k, where)
+        n = collection.count()
+        if n == 0:
+            return [[] for _ in vectors]
+        result = collection.query(
+            query_embeddings=vectors,
+            n_results=min(k, n),
+            where=where or None,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            [
+                Hit(i, d, 1.0 - float(dist), dict(m or {}))
+                for i, d, m, dist in zip(ids, docs, metas, dists, strict=True)
+            ]
+            for ids, docs, metas, dists in zip(
+                result["ids"], result["documents"], result["metadatas"], result["distances"],
+                strict=True,
+            )
+        ]
+
+    def _exact(
+        self, collection: Any, vectors: np.ndarray, k: int, where: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        got = collection.get(where=where or None, include=["documents", "metadatas", "embeddings"])
+        if not got["ids"]:
+            return [[] for _ in vectors]
+        keys = np.asarray(got["embeddings"], dtype=np.float32)
+        keys /= np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
+        scores = vectors @ keys.T
+        top = min(k, len(got["ids"]))
+        best = np.argpartition(-scores, top - 1, axis=1)[:, :top]
+        out = []
+        for row, cand in zip(scores, best, strict=True):
+            ranked = cand[np.argsort(-row[cand], kind="stable")]
+            out.append(
+                [
+                    Hit(
+                        got["ids"][j],
+                        got["documents"][j],
+                        float(row[j]),
+                        dict(got["metadatas"][j] or {}),
+                    )
+                    for j in ranked
+                ]
+            )
+        return out
