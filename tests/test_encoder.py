@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder, resolve_model
+from llm_embedder_integrations.encoder import shipped_model_path
+from llm_embedder_integrations.instructions import prompts_for
+
+TEXTS = ["Paris is the capital of France.", "Speaker 1: hi\nSpeaker 2: hello"]
+
+
+def test_outputs_are_normalised_float32(encoder):
+    out = encoder.encode_keys(TEXTS, task="qa")
+    assert out.shape == (2, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_matches_sentence_transformers(encoder):
+    reference = encoder._st.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(encoder.encode(TEXTS), reference, atol=1e-5)
+
+
+def test_batch_order_is_preserved(encoder):
+    texts = [("word " * n).strip() for n in (3, 40, 1, 17, 9)]
+    together = encoder.encode(texts)
+    one_by_one = np.vstack([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+def test_auto_leaves_instructions_off_for_a_model_not_trained_with_them(encoder):
+    assert encoder.instructions is False
+    np.testing.assert_array_equal(
+        encoder.encode_queries(TEXTS, task="chat"), encoder.encode_keys(TEXTS, task="chat")
+    )
+
+
+def test_instructions_on_make_query_and_key_differ(encoder_instr):
+    queries = encoder_instr.encode_queries(TEXTS, task="chat")
+    keys = encoder_instr.encode_keys(TEXTS, task="chat")
+    assert np.all(np.abs(queries - keys).max(axis=1) > 1e-3)
+
+
+def test_instruction_is_prefixed_as_is(encoder, encoder_instr):
+    expected = encoder.encode(["Embed this historical dialogue for retrieval: " + TEXTS[1]])
+    np.testing.assert_allclose(encoder_instr.encode_keys([TEXTS[1]], task="chat"), expected,
+                               atol=1e-6)
+
+
+def test_model_saved_with_prompts_turns_instructions_on(encoder, tmp_path):
+    # What the trainer does: the instructions are saved as sentence-transformers prompts.
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(shipped_model_path()), device="cpu")
+    model.prompts = prompts_for()
+    model.save(str(tmp_path / "tuned"))
+    tuned = LLMEmbedder(tmp_path / "tuned")
+    assert tuned.instructions is True
+    assert tuned.instruction("tool", "query") == prompts_for()["tool_query"]
+    assert LLMEmbedder(tmp_path / "tuned", instructions=False).instructions is False
+
+
+def test_plain_bert_checkpoint_gets_cls_pooling(tmp_path):
+    src = shipped_model_path()
+    plain = tmp_path / "plain-bert"
+    plain.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / name, plain / name)
+    enc = LLMEmbedder(plain)
+
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(plain)
+    bert = AutoModel.from_pretrained(plain).eval()
+    with torch.inference_mode():
+        cls = bert(**tok(TEXTS, padding=True, return_tensors="pt")).last_hidden_state[:, 0]
+    expected = torch.nn.functional.normalize(cls, dim=-1).numpy()
+    np.testing.assert_allclose(enc.encode(TEXTS), expected, atol=1e-5)
+
+
+def test_empty_list_gives_empty_array(encoder):
+    out = encoder.encode_keys([], task="qa")
+    assert out.shape == (0, 384) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("texts", "error", "match"),
+    [
+        (["ok", ""], ValueError, r"keys\[1\]` is empty"),
+        (["ok", "   "], ValueError, r"keys\[1\]` is empty"),
+        (["ok", None], TypeError, r"keys\[1\]` must be a string, got NoneType"),
+        ([3], TypeError, r"keys\[0\]` must be a string, got int"),
+        ([b"bytes"], TypeError, r"keys\[0\]` is bytes; decode it"),
+        ("a single string", TypeError, "wrap it in a list"),
+    ],
+)
+def test_bad_input_names_the_position(encoder, texts, error, match):
+    with pytest.raises(error, match=match):
+        encoder.encode_keys(texts, task="qa")
+
+
+def test_unknown_task(encoder):
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        encoder.encode_queries(["x"], task="nope")
+
+
+def test_truncation_warns_once_with_the_count(encoder):
+    long = "token " * 1000
+    with pytest.warns(UserWarning, match=r"^2 of 3 keys exceeded 256 tokens") as record:
+        encoder.encode_keys([long, "short", long], task="qa")
+    assert len([w for w in record if "exceeded" in str(w.message)]) == 1
+
+
+def test_no_warning_when_nothing_is_cut(encoder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoder.encode_keys(["short"], task="qa")
+
+
+def test_missing_model_path_is_named(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        LLMEmbedder(str(missing))
+
+
+def test_uncached_hub_model_without_network_fails_fast():
+    # The test session blocks sockets: resolution must give up, not hang.
+    with pytest.raises(OSError, match="not in the local Hugging Face cache"):
+        resolve_model("some-org/model-that-is-not-cached")
+
+
+def test_default_falls_back_to_the_shipped_model_with_one_warning(monkeypatch):
+    # Plumbing: pretend the local cache lacks BAAI/llm-embedder (sockets are blocked anyway).
+    monkeypatch.setattr("llm_embedder_integrations.encoder._in_hub_cache", lambda repo: False)
+    with pytest.warns(UserWarning, match="using sentence-transformers/all-MiniLM-L6-v2") as rec:
+        resolved = resolve_model(None)
+    assert resolved.model_id == SHIPPED_MODEL and resolved.local_files_only
+    assert len(rec) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"instructions": "yes"}, "instructions"),
+        ({"precision": "fp8"}, "precision"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"pooling": "max"}, "pooling"),
+    ],
+)
+def test_bad_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LLMEmbedder(SHIPPED_MODEL, **kwargs)
+
+
+def test_saved_prompts_win_over_the_table(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(shipped_model_path()), device="cpu")
+    model.prompts = {**prompts_for(), "qa_query": "Q: "}
+    model.save(str(tmp_path / "m"))
+    config = json.loads((tmp_path / "m" / "config_sentence_transformers.json").read_text())
+    assert config["prompts"]["qa_query"] == "Q: "
+    assert LLMEmbedder(tmp_path / "m").instruction("qa", "query") == "Q: "
