@@ -1,10 +1,10 @@
-"""Optional dependencies: cached availability checks and an ImportError that says what to install."""
+"""Optional dependencies: cached availability checks, and an ImportError naming the fix."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 __all__ = ["is_available", "require"]
@@ -25,7 +25,7 @@ _EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def is_available(module: str) -> bool:
     """Whether ``module`` can be imported, without importing it."""
     try:

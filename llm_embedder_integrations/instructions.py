@@ -95,10 +95,11 @@ def register_task(name: str, query_instruction: str, key_instruction: str) -> In
             instructions.
     """
     if not isinstance(name, str) or not name.replace("_", "").isalnum():
-        raise ValueError(
-            f"task name must be letters, digits and underscores, got {name!r}"
-        )
-    for label, value in (("query_instruction", query_instruction), ("key_instruction", key_instruction)):
+        raise ValueError(f"task name must be letters, digits and underscores, got {name!r}")
+    for label, value in (
+        ("query_instruction", query_instruction),
+        ("key_instruction", key_instruction),
+    ):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"`{label}` must be a non-empty string, got {value!r}")
     new = Instruction(query_instruction, key_instruction)
@@ -146,7 +147,7 @@ def prompts_for(tasks: Mapping[str, Instruction] | None = None) -> dict[str, str
 
 
 def task_of_prompt(name: str) -> tuple[str, Literal["query", "key"]] | None:
-    """Split a prompt name made by :func:`prompt_name` into ``(task, side)``; None if it isn't one."""
+    """Split a prompt name made by :func:`prompt_name` into ``(task, side)``, or None."""
     if name.endswith("_query") and len(name) > len("_query"):
         return name[: -len("_query")], "query"
     if name.endswith("_key") and len(name) > len("_key"):

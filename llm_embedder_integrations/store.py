@@ -47,7 +47,7 @@ class Hit:
 
 
 def text_id(text: str) -> str:
-    """Default id of a text: a hash of its content, so adding the same text twice keeps one entry."""
+    """Default id of a text: a hash of its content (the same text added twice is one entry)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
@@ -416,7 +416,10 @@ class ChromaStore:
                 for i, d, m, dist in zip(ids, docs, metas, dists, strict=True)
             ]
             for ids, docs, metas, dists in zip(
-                result["ids"], result["documents"], result["metadatas"], result["distances"],
+                result["ids"],
+                result["documents"],
+                result["metadatas"],
+                result["distances"],
                 strict=True,
             )
         ]

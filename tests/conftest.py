@@ -8,27 +8,23 @@ from pathlib import Path
 import pytest
 
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def data_root() -> Path:
-    """The real-data folder: $LLM_EMBEDDER_DATA, else ../shared/data beside the checkout."""
-    return Path(os.environ.get("LLM_EMBEDDER_DATA") or REPO.parent / "shared" / "data")
+from llm_embedder_integrations.evaluation.datasets import ENV_VAR, data_dir
 
 
-def require_data(sub: str = "") -> Path:
-    """The data folder (or one of its subfolders); skip when absent, fail under CI."""
-    path = data_root() / sub
-    if not path.exists():
-        reason = (
-            f"real data not found at {path}: set LLM_EMBEDDER_DATA to the data folder "
-            "(see the README, 'Data')"
-        )
+def require_data() -> Path:
+    """The real-data folder; the test skips without it, except under CI where it fails."""
+    try:
+        return data_dir()
+    except FileNotFoundError as exc:
         if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+            pytest.fail(f"real data folder missing under CI=true: {exc}")
+        pytest.skip(f"real data folder not found: set {ENV_VAR} to the data folder ({exc})")
+
+
+@pytest.fixture(scope="session")
+def data_path() -> Path:
+    """The real-data folder (see :func:`require_data`)."""
+    return require_data()
 
 
 @pytest.fixture(scope="session")

@@ -48,8 +48,9 @@ def test_instructions_on_make_query_and_key_differ(encoder_instr):
 
 def test_instruction_is_prefixed_as_is(encoder, encoder_instr):
     expected = encoder.encode(["Embed this historical dialogue for retrieval: " + TEXTS[1]])
-    np.testing.assert_allclose(encoder_instr.encode_keys([TEXTS[1]], task="chat"), expected,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        encoder_instr.encode_keys([TEXTS[1]], task="chat"), expected, atol=1e-6
+    )
 
 
 def test_model_saved_with_prompts_turns_instructions_on(encoder, tmp_path):
@@ -69,8 +70,14 @@ def test_plain_bert_checkpoint_gets_cls_pooling(tmp_path):
     src = shipped_model_path()
     plain = tmp_path / "plain-bert"
     plain.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "vocab.txt", "special_tokens_map.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ):
         shutil.copy(src / name, plain / name)
     enc = LLMEmbedder(plain)
 

@@ -35,7 +35,7 @@ PAPER = {
 
 
 def test_builtin_table_is_the_papers_character_for_character():
-    assert BUILTIN_TASKS == tuple(PAPER)
+    assert tuple(PAPER) == BUILTIN_TASKS
     for task, (query, key) in PAPER.items():
         assert tuple(TASKS[task]) == (query, key)
         assert TASKS[task].query == query and TASKS[task].key == key

@@ -83,8 +83,9 @@ def test_documents_use_the_key_and_queries_the_query_instruction(encoder_instr):
 def test_newlines_are_not_rewritten(encoder):
     emb = LLMEmbedderEmbeddings(encoder=encoder, task="chat")
     dialogue = "Speaker 1: hi\nSpeaker 2: hello"
-    np.testing.assert_allclose(emb.embed_documents([dialogue])[0], encoder.encode([dialogue])[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        emb.embed_documents([dialogue])[0], encoder.encode([dialogue])[0], atol=1e-6
+    )
 
 
 def test_embeddings_reject_unknown_task_and_typos(encoder):

@@ -21,10 +21,14 @@ DOCS = [
 def test_query_and_text_use_their_instructions(encoder_instr):
     emb = LLMEmbedderEmbedding(encoder=encoder_instr, task="icl")
     text = "2 + 3\n5"
-    np.testing.assert_allclose(emb.get_query_embedding(text),
-                               encoder_instr.encode_queries([text], task="icl")[0], atol=1e-6)
-    np.testing.assert_allclose(emb.get_text_embedding(text),
-                               encoder_instr.encode_keys([text], task="icl")[0], atol=1e-6)
+    np.testing.assert_allclose(
+        emb.get_query_embedding(text),
+        encoder_instr.encode_queries([text], task="icl")[0],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        emb.get_text_embedding(text), encoder_instr.encode_keys([text], task="icl")[0], atol=1e-6
+    )
     batch = emb.get_text_embedding_batch([text, "7 - 1\n6"])
     np.testing.assert_allclose(batch[0], emb.get_text_embedding(text), atol=1e-6)
 
@@ -42,7 +46,9 @@ def test_unknown_task(encoder):
 
 def test_vector_store_index_on_chroma_vector_store(encoder, tmp_path):
     client = chromadb.PersistentClient(path=str(tmp_path))
-    collection = client.get_or_create_collection("li-test", configuration={"hnsw": {"space": "cosine"}})
+    collection = client.get_or_create_collection(
+        "li-test", configuration={"hnsw": {"space": "cosine"}}
+    )
     vector_store = ChromaVectorStore(chroma_collection=collection)
     index = VectorStoreIndex(
         [TextNode(text=t) for t in DOCS],
@@ -56,8 +62,12 @@ def test_vector_store_index_on_chroma_vector_store(encoder, tmp_path):
 
 def test_retriever_over_our_store(encoder):
     store = ChromaStore(encoder)
-    store.add(DOCS, task="qa", ids=["paris", "berlin", "plants", "ocean"],
-              metadatas=[{"n": i} for i in range(4)])
+    store.add(
+        DOCS,
+        task="qa",
+        ids=["paris", "berlin", "plants", "ocean"],
+        metadatas=[{"n": i} for i in range(4)],
+    )
     retriever = LLMEmbedderRetriever(store, task="qa", similarity_top_k=2)
     hits = retriever.retrieve("capital of Germany")
     assert all(isinstance(h, NodeWithScore) for h in hits)

@@ -100,8 +100,14 @@ def test_reopening_with_another_model_is_an_error(store, tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     src = shipped_model_path()
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "vocab.txt", "special_tokens_map.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ):
         shutil.copy(src / name, plain / name)
     other = ChromaStore(LLMEmbedder(plain), path=store.path)
     with pytest.raises(StoreMismatchError, match="was built with model 'sentence-transformers"):
