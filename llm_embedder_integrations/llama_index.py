@@ -5,6 +5,7 @@ Install with ``pip install "llm-embedder-integrations[llama-index]"``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from ._imports import require
@@ -13,14 +14,24 @@ require("llama-index", "llama_index.core")
 
 from llama_index.core.base.base_retriever import BaseRetriever  # noqa: E402
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding  # noqa: E402
+from llama_index.core.base.llms.types import (  # noqa: E402
+    ChatMessage,
+    ChatResponse,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.llms import CustomLLM  # noqa: E402
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback  # noqa: E402
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 from pydantic import Field, PrivateAttr  # noqa: E402
 
 from .encoder import LLMEmbedder  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
+from .llm import LocalLLM  # noqa: E402
 from .store import ChromaStore, Hit, _check_k  # noqa: E402
 
-__all__ = ["LLMEmbedderEmbedding", "LLMEmbedderRetriever", "hit_to_node"]
+__all__ = ["LLMEmbedderEmbedding", "LLMEmbedderRetriever", "LocalLlamaIndexLLM", "hit_to_node"]
 
 
 class LLMEmbedderEmbedding(BaseEmbedding):
@@ -95,6 +106,64 @@ class LLMEmbedderEmbedding(BaseEmbedding):
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._encoder.encode_keys(texts, task=self.task).tolist()
+
+
+class LocalLlamaIndexLLM(CustomLLM):
+    """A LlamaIndex LLM over a local transformers causal LM (offline; SmolLM2 by default).
+
+    Example:
+        .. code-block:: python
+
+            index.as_query_engine(llm=LocalLlamaIndexLLM(max_new_tokens=64))
+    """
+
+    max_new_tokens: int = Field(default=128, description="Most tokens generated per answer.")
+    context_window: int = Field(default=2048, description="Tokens the model attends to.")
+
+    _llm: LocalLLM = PrivateAttr()
+
+    def __init__(self, llm: LocalLLM | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"`max_new_tokens` must be > 0, got {self.max_new_tokens}")
+        self._llm = llm if llm is not None else LocalLLM()
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name LlamaIndex uses when serialising the component."""
+        return "LocalLlamaIndexLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Context window, output budget and chat capability, for LlamaIndex's prompt packing."""
+        return LLMMetadata(
+            context_window=self.context_window,
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            model_name=self._llm.name,
+        )
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer with the model's chat template."""
+        turns = [{"role": m.role.value, "content": m.content or ""} for m in messages]
+        text = self._llm.chat(turns, max_new_tokens=self.max_new_tokens)
+        return ChatResponse(message=ChatMessage(role="assistant", content=text))
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Answer ``prompt`` as one user turn."""
+        text = self._llm.chat([{"role": "user", "content": prompt}],
+                              max_new_tokens=self.max_new_tokens)
+        return CompletionResponse(text=text)
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        """One chunk holding the whole answer (the local model does not stream)."""
+        response = self.complete(prompt, formatted=formatted)
+        yield CompletionResponse(text=response.text, delta=response.text)
 
 
 def hit_to_node(hit: Hit) -> NodeWithScore:

@@ -75,3 +75,23 @@ def test_retriever_over_our_store(encoder):
     assert hits[0].score > hits[1].score
     filtered = LLMEmbedderRetriever(store, task="qa", filters={"n": 2}).retrieve("capital")
     assert [h.node.node_id for h in filtered] == ["plants"]
+
+
+def test_query_engine_with_the_local_llm(encoder):
+    from llm_embedder_integrations.llama_index import LocalLlamaIndexLLM
+
+    docs = [*DOCS, "Polonia Warsaw play their home games at Konwiktorska Street in Warsaw."]
+    index = VectorStoreIndex(
+        [TextNode(text=t) for t in docs], embed_model=LLMEmbedderEmbedding(encoder=encoder)
+    )
+    engine = index.as_query_engine(llm=LocalLlamaIndexLLM(max_new_tokens=24), similarity_top_k=1)
+    response = engine.query("Where does Polonia Warsaw play its home games?")
+    assert response.source_nodes[0].node.get_content() == docs[-1]
+    assert "Konwiktorska" in response.response
+
+
+def test_local_llm_rejects_bad_budget():
+    from llm_embedder_integrations.llama_index import LocalLlamaIndexLLM
+
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        LocalLlamaIndexLLM(max_new_tokens=0)
