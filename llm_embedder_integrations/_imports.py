@@ -19,7 +19,7 @@ _EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
         ("llama_index.core", "llama_index.vector_stores.chroma"),
         'pip install "llm-embedder-integrations[llama-index]"',
     ),
-    "eval": (("bm25s", "ragas"), 'pip install "llm-embedder-integrations[eval]"'),
+    "eval": (("ragas",), 'pip install "llm-embedder-integrations[eval]"'),
     "train": (("datasets", "accelerate"), 'pip install "llm-embedder-integrations[train]"'),
     "llm": (("gguf", "accelerate"), 'pip install "llm-embedder-integrations[llm]"'),
 }

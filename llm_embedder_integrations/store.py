@@ -21,8 +21,9 @@ import numpy as np
 
 from .encoder import LLMEmbedder, validate_texts
 from .instructions import get_instruction
+from .lexical import BM25Index, Hybrid, reciprocal_rank_fusion
 
-__all__ = ["ChromaStore", "Hit", "StoreMismatchError", "text_id"]
+__all__ = ["ChromaStore", "Hit", "Hybrid", "StoreMismatchError", "text_id"]
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,400}[a-zA-Z0-9]$")
 _ADD_CHUNK = 512
@@ -49,6 +50,18 @@ class Hit:
 def text_id(text: str) -> str:
     """Default id of a text: a hash of its content (the same text added twice is one entry)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _hybrid_setting(value: bool | Hybrid | None, default: Hybrid | None) -> Hybrid | None:
+    if value is None:
+        return default
+    if isinstance(value, Hybrid):
+        return value
+    if value is True:
+        return default or Hybrid()
+    if value is False:
+        return None
+    raise TypeError(f"`hybrid` must be True, False, None or a Hybrid, got {value!r}")
 
 
 def _check_k(k: int) -> int:
@@ -129,6 +142,11 @@ class ChromaStore:
             a unique prefix by default, since Chroma shares in-memory data within a process.
         hnsw: HNSW settings for new collections (``ef_search``, ``ef_construction``,
             ``max_neighbors``); they take effect only when a collection is created.
+        hybrid: Default search mode: False for dense only, True (or a :class:`Hybrid`) to fuse
+            dense and BM25 rankings. Every component built on this store inherits it; each
+            search call can override it. The BM25 index is derived from the stored texts: it
+            is rebuilt after this store adds or deletes, and on first use after reopening, so it
+            always matches what Chroma holds.
     """
 
     def __init__(
@@ -139,6 +157,7 @@ class ChromaStore:
         client: Any | None = None,
         name: str | None = None,
         hnsw: Mapping[str, int] | None = None,
+        hybrid: bool | Hybrid = False,
     ) -> None:
         import chromadb
 
@@ -166,8 +185,11 @@ class ChromaStore:
         self.name = name
         self.path = None if path is None else os.fspath(path)
         self._hnsw = dict(hnsw or {})
+        self.hybrid = _hybrid_setting(hybrid, None)
         self._collections: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._versions: dict[str, int] = {}
+        self._lexical: dict[str, tuple[int, int, BM25Index | None]] = {}
 
     @classmethod
     def http(
@@ -260,8 +282,12 @@ class ChromaStore:
         name = self.collection_name(task)
         with self._lock:
             self._collections.pop(task, None)
+            self._changed(task)
             if name in {c.name for c in self.client.list_collections()}:
                 self.client.delete_collection(name)
+
+    def _changed(self, task: str) -> None:
+        self._versions[task] = self._versions.get(task, 0) + 1
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -312,6 +338,7 @@ class ChromaStore:
                 documents=items[chunk],
                 metadatas=metas[chunk] if any(m is not None for m in metas[chunk]) else None,
             )
+            self._changed(task)
         return id_list
 
     def delete(
@@ -329,6 +356,7 @@ class ChromaStore:
         if ids is not None and len(ids) == 0 and where is None:
             return
         self.collection(task).delete(ids=list(ids) if ids else None, where=where or None)
+        self._changed(task)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -357,6 +385,7 @@ class ChromaStore:
         k: int = 4,
         where: Mapping[str, Any] | None = None,
         exact: bool = False,
+        hybrid: bool | Hybrid | None = None,
     ) -> list[Hit]:
         """The ``k`` entries of ``task`` closest to ``query`` (encoded with the query instruction).
 
@@ -366,8 +395,12 @@ class ChromaStore:
             k: Number of results (fewer when fewer are stored).
             where: Chroma metadata filter, e.g. ``{"source": "a.txt"}``.
             exact: Brute-force cosine search instead of Chroma's HNSW index.
+            hybrid: Fuse dense and BM25 rankings (None: the store's default). Scores are then
+                reciprocal-rank-fusion scores, not cosine similarities.
         """
-        return self.search_batch([query], task=task, k=k, where=where, exact=exact)[0]
+        return self.search_batch([query], task=task, k=k, where=where, exact=exact, hybrid=hybrid)[
+            0
+        ]
 
     def search_batch(
         self,
@@ -377,12 +410,60 @@ class ChromaStore:
         k: int = 4,
         where: Mapping[str, Any] | None = None,
         exact: bool = False,
+        hybrid: bool | Hybrid | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for several queries, encoded in one pass."""
         _check_k(k)
         items = validate_texts(queries, "queries")
+        setting = _hybrid_setting(hybrid, self.hybrid)
         vectors = self.encoder.encode_queries(items, task=task)
-        return self.search_by_vectors(vectors, task=task, k=k, where=where, exact=exact)
+        if setting is None:
+            return self.search_by_vectors(vectors, task=task, k=k, where=where, exact=exact)
+        depth = max(k, setting.candidates)
+        dense = self.search_by_vectors(vectors, task=task, k=depth, where=where, exact=exact)
+        lexical = self._lexical_top(items, task=task, k=depth, where=where)
+        return [self._fuse(task, d, lex, k, setting) for d, lex in zip(dense, lexical, strict=True)]
+
+    def _lexical_index(self, task: str) -> BM25Index | None:
+        """BM25 over the task's stored texts, rebuilt when they changed."""
+        collection = self.collection(task)
+        version, count = self._versions.get(task, 0), collection.count()
+        cached = self._lexical.get(task)
+        if cached is not None and cached[:2] == (version, count):
+            return cached[2]
+        got = collection.get(include=["documents"])
+        index = BM25Index(dict(zip(got["ids"], got["documents"], strict=True))) if count else None
+        self._lexical[task] = (version, count, index)
+        return index
+
+    def _lexical_top(
+        self, queries: list[str], *, task: str, k: int, where: Mapping[str, Any] | None
+    ) -> list[list[tuple[str, float]]]:
+        index = self._lexical_index(task)
+        if index is None:
+            return [[] for _ in queries]
+        allowed = None
+        if where:
+            allowed = set(self.collection(task).get(where=where, include=[])["ids"])
+        return index.top_k(queries, k, allowed)
+
+    def _fuse(
+        self,
+        task: str,
+        dense: list[Hit],
+        lexical: list[tuple[str, float]],
+        k: int,
+        setting: Hybrid,
+    ) -> list[Hit]:
+        fused = reciprocal_rank_fusion(
+            [[h.id for h in dense], [i for i, _ in lexical]],
+            [setting.dense_weight, setting.lexical_weight],
+            setting.rrf_k,
+        )[:k]
+        known = {h.id: h for h in dense}
+        missing = [i for i, _ in fused if i not in known]
+        known.update({h.id: h for h in self.get(missing, task=task)})
+        return [Hit(i, known[i].text, score, known[i].metadata) for i, score in fused if i in known]
 
     def search_by_vectors(
         self,
