@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from .cache import EmbeddingCache
 from .instructions import TASKS, get_instruction, prompt_name, prompts_for, task_of_prompt
 
 __all__ = [
@@ -47,6 +48,7 @@ _SHIPPED_ALIASES = {SHIPPED_MODEL.lower(), "all-minilm-l6-v2"}
 _HUB_PROBE_SECONDS = 3.0
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 Pooling = Literal["auto", "cls", "mean"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -295,6 +297,12 @@ class LLMEmbedder:
         pooling: ``"auto"`` uses the model's sentence-transformers config, and CLS pooling for a
             plain transformers checkpoint (as LLM-Embedder); ``"cls"``/``"mean"`` force one.
         show_progress: Progress bar; None shows it for inputs of more than 8 batches.
+        backend: ``"torch"``; ``"onnx"`` (onnxruntime, fp32: the same vectors, less overhead per
+            call) or ``"onnx-int8"`` (dynamic int8 weights: faster, slightly different vectors),
+            exported once and cached next to the model; ``"auto"`` is ``"onnx"`` on a CPU with
+            fp32 precision and ``"torch"`` otherwise.
+        cache: Path of an SQLite embedding cache (see :class:`EmbeddingCache`), or a cache
+            object; None disables it. Unchanged texts are then never encoded twice.
     """
 
     def __init__(
@@ -308,6 +316,8 @@ class LLMEmbedder:
         max_length: int | None = None,
         pooling: Pooling = "auto",
         show_progress: bool | None = None,
+        backend: Backend = "auto",
+        cache: str | os.PathLike[str] | EmbeddingCache | None = None,
     ) -> None:
         if instructions not in (True, False, "auto"):
             raise ValueError(f"`instructions` must be True, False or 'auto', got {instructions!r}")
@@ -321,6 +331,10 @@ class LLMEmbedder:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
         if max_length is not None and (not isinstance(max_length, int) or max_length <= 2):
             raise ValueError(f"`max_length` must be an int > 2 or None, got {max_length!r}")
+        if backend not in ("auto", "torch", "onnx", "onnx-int8"):
+            raise ValueError(
+                f"`backend` must be 'auto', 'torch', 'onnx' or 'onnx-int8'; got {backend!r}"
+            )
 
         self.resolved = resolve_model(model)
         self.device = _pick_device(device)
@@ -339,6 +353,36 @@ class LLMEmbedder:
         )
         # The model's own saved prompts win over the table: they are what it was trained with.
         self._prompts = {**prompts_for(), **saved}
+        if backend == "auto":
+            on_cpu_fp32 = self.device.type == "cpu" and self.dtype == torch.float32
+            backend = "onnx" if on_cpu_fp32 else "torch"
+        if backend != "torch" and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise ValueError(
+                f"backend {backend!r} runs on the CPU from fp32 weights; use device='cpu' and "
+                "precision='fp32', or backend='torch'"
+            )
+        self.backend: Backend = backend
+        self._columns = tuple(
+            c
+            for c in ("input_ids", "attention_mask", "token_type_ids")
+            if c in self.tokenizer.model_input_names
+        )
+        self._onnx = None
+        if backend != "torch":
+            from ._onnx import OnnxRunner
+
+            local = Path(self.resolved.source)
+            self._onnx = OnnxRunner(
+                self._st,
+                local if local.is_dir() else None,
+                self.model_id,
+                self._columns,
+                quantized=backend == "onnx-int8",
+            )
+        if cache is not None and not isinstance(cache, EmbeddingCache):
+            cache = EmbeddingCache(cache)
+        self.cache = cache
+        self._cache_model = f"{self.model_id}|{backend}|{self.dtype}|{self.max_length}"
 
     @property
     def model_id(self) -> str:
@@ -348,7 +392,7 @@ class LLMEmbedder:
     def __repr__(self) -> str:
         return (
             f"LLMEmbedder(model={self.model_id!r}, instructions={self.instructions}, "
-            f"device={self.device.type!r}, dim={self.dim})"
+            f"device={self.device.type!r}, backend={self.backend!r}, dim={self.dim})"
         )
 
     def instruction(self, task: str, side: Literal["query", "key"]) -> str:
@@ -385,6 +429,18 @@ class LLMEmbedder:
         items = validate_texts(texts, what)
         if not items:
             return np.empty((0, self.dim), dtype=np.float32)
+        if self.cache is None:
+            return self._encode_new(items, prefix, what)
+        found = self.cache.get(self._cache_model, prefix, items)
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        if missing:
+            new = self._encode_new([items[i] for i in missing], prefix, what)
+            self.cache.put(self._cache_model, prefix, [items[i] for i in missing], new)
+            for i, vector in zip(missing, new, strict=True):
+                found[i] = vector
+        return np.vstack(found).astype(np.float32, copy=False)
+
+    def _encode_new(self, items: list[str], prefix: str, what: str) -> np.ndarray:
         batch = self.tokenizer(
             [prefix + text for text in items],
             truncation=True,
@@ -410,7 +466,6 @@ class LLMEmbedder:
 
     def _forward(self, batch: Any) -> np.ndarray:
         """Run the model over tokenised inputs, longest first, and return normalised float32."""
-        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in batch]
         lengths = [len(ids) for ids in batch["input_ids"]]
         order = np.argsort(lengths, kind="stable")[::-1]
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
@@ -423,14 +478,18 @@ class LLMEmbedder:
         with torch.inference_mode():
             for start in starts:
                 idx = order[start : start + self.batch_size]
-                features = self.tokenizer.pad(
-                    {c: [batch[c][i] for i in idx] for c in columns}, return_tensors="pt"
-                )
-                features = {k: v.to(self.device) for k, v in features.items()}
-                emb = self._st(features)["sentence_embedding"].float()
-                emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
-                out[idx] = emb.cpu().numpy()
-        return out
+                rows = {c: [batch[c][i] for i in idx] for c in self._columns}
+                out[idx] = self._run(rows)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    def _run(self, rows: dict[str, list[list[int]]]) -> np.ndarray:
+        """Sentence embeddings of one batch of token ids (padded here)."""
+        if self._onnx is not None:
+            return self._onnx(self.tokenizer.pad(rows, return_tensors="np"))
+        features = self.tokenizer.pad(rows, return_tensors="pt")
+        features = {k: v.to(self.device) for k, v in features.items()}
+        return self._st(features)["sentence_embedding"].float().cpu().numpy()
 
     def save_instructions_to(self, path: str | os.PathLike[str]) -> None:
         """Write this table's prompts into a saved model's ``config_sentence_transformers.json``.

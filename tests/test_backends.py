@@ -1,0 +1,118 @@
+"""The ONNX backends and the embedding cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
+from llm_embedder_integrations.cache import EmbeddingCache
+from llm_embedder_integrations.encoder import shipped_model_path
+
+TEXTS = [
+    "The Eiffel Tower is in Paris, the capital of France.",
+    "Speaker 1: did you paint again?\nSpeaker 2: yes, a sunrise over the lake.",
+    "tf.keras.applications.MobileNetV2: image classification model pretrained on ImageNet.",
+    "short",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_encoder():
+    return LLMEmbedder(SHIPPED_MODEL, backend="torch")
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(shipped_model_path(), dst, ignore=shutil.ignore_patterns("onnx"))
+    return dst
+
+
+def test_auto_is_onnx_on_cpu_fp32_and_torch_otherwise():
+    assert LLMEmbedder(SHIPPED_MODEL).backend == "onnx"
+    assert LLMEmbedder(SHIPPED_MODEL, precision="bf16").backend == "torch"
+
+
+def test_onnx_fp32_gives_the_torch_vectors(torch_encoder):
+    onnx = LLMEmbedder(SHIPPED_MODEL, backend="onnx")
+    np.testing.assert_allclose(onnx.encode(TEXTS), torch_encoder.encode(TEXTS), atol=1e-5)
+
+
+def test_onnx_int8_stays_close_to_fp32(torch_encoder):
+    int8 = LLMEmbedder(SHIPPED_MODEL, backend="onnx-int8")
+    cosine = (int8.encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(axis=1)
+    assert cosine.min() > 0.97
+
+
+def test_export_is_cached_next_to_the_model_and_redone_when_weights_change(model_copy):
+    first = LLMEmbedder(model_copy, backend="onnx")
+    path = first._onnx.path
+    assert path.parent == model_copy / "onnx" and path.is_file()
+    mtime = path.stat().st_mtime_ns
+    LLMEmbedder(model_copy, backend="onnx")
+    assert path.stat().st_mtime_ns == mtime  # reused
+
+    weights = model_copy / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    LLMEmbedder(model_copy, backend="onnx")
+    assert path.stat().st_mtime_ns != mtime  # re-exported for the changed weights
+
+
+def test_onnx_refuses_a_non_fp32_precision():
+    with pytest.raises(ValueError, match="fp32"):
+        LLMEmbedder(SHIPPED_MODEL, backend="onnx", precision="bf16")
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="`backend` must be"):
+        LLMEmbedder(SHIPPED_MODEL, backend="tensorrt")
+
+
+def test_cache_returns_the_same_vectors_without_encoding_again(tmp_path, monkeypatch):
+    enc = LLMEmbedder(SHIPPED_MODEL, backend="torch", cache=tmp_path / "cache.sqlite")
+    first = enc.encode_keys(TEXTS, task="qa")
+    assert len(enc.cache) == len(TEXTS)
+
+    def fail(*args, **kwargs):  # plumbing check: a cache hit must not reach the model
+        raise AssertionError("encoded although cached")
+
+    monkeypatch.setattr(enc, "_encode_new", fail)
+    np.testing.assert_array_equal(enc.encode_keys(TEXTS[::-1], task="qa"), first[::-1])
+
+
+def test_cache_mixes_hits_and_misses_in_order(tmp_path, torch_encoder):
+    enc = LLMEmbedder(SHIPPED_MODEL, backend="torch", cache=tmp_path / "c.sqlite")
+    enc.encode(TEXTS[:2])
+    out = enc.encode([TEXTS[2], TEXTS[0], TEXTS[3], TEXTS[1]])
+    np.testing.assert_allclose(
+        out, torch_encoder.encode([TEXTS[2], TEXTS[0], TEXTS[3], TEXTS[1]]), atol=1e-6
+    )
+
+
+def test_cache_keys_include_the_instruction_and_the_backend(tmp_path):
+    path = tmp_path / "c.sqlite"
+    enc = LLMEmbedder(SHIPPED_MODEL, instructions=True, backend="torch", cache=path)
+    enc.encode_keys(TEXTS[:1], task="qa")
+    enc.encode_queries(TEXTS[:1], task="qa")
+    LLMEmbedder(SHIPPED_MODEL, instructions=True, backend="onnx", cache=path).encode_keys(
+        TEXTS[:1], task="qa"
+    )
+    assert len(EmbeddingCache(path)) == 3
+
+
+def test_cache_persists_across_reopening(tmp_path):
+    path = tmp_path / "c.sqlite"
+    vectors = LLMEmbedder(SHIPPED_MODEL, backend="torch", cache=path).encode(TEXTS)
+    reopened = EmbeddingCache(path)
+    assert len(reopened) == len(TEXTS)
+    enc = LLMEmbedder(SHIPPED_MODEL, backend="torch", cache=reopened)
+    np.testing.assert_array_equal(enc.encode(TEXTS), vectors)
+
+
+def test_cache_path_that_is_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match="give a file path"):
+        EmbeddingCache(tmp_path)
