@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .training.train import TrainConfig
 
 __all__ = ["main"]
 
@@ -14,6 +18,93 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(args.model, questions=args.questions, data_path=args.data)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ._imports import is_available
+    from .evaluation.runner import BenchmarkConfig, run_benchmark
+
+    if not args.verbose and is_available("bm25s"):
+        import bm25s  # noqa: F401  (on import it sets its logger to DEBUG: quiet it after)
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+    config = BenchmarkConfig(
+        tasks=tuple(args.task),
+        model=args.model,
+        instructions=args.instructions,
+        split=args.split,
+        search=args.search,
+        bm25=args.bm25,
+        max_queries=args.max_queries,
+        max_docs=args.max_docs,
+        data_path=args.data,
+    )
+    result = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr))
+    print(result.table())
+    print(
+        f"\nmodel {result.model_id}, split {config.split}, {config.search} search, "
+        f"{result.seconds:.1f} s in all"
+    )
+    if args.json:
+        print(f"every figure written to {result.save_json(args.json)}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from .training.reward import score_file
+
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
+    done = score_file(
+        args.input, args.output, llm=args.llm, batch_size=args.batch_size, task=args.task
+    )
+    print(f"scored {done} records into {args.output}", file=sys.stderr)
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The `TrainConfig` of ``llm-embedder train``: the YAML file, then the flags given."""
+    from .training.train import TrainConfig
+
+    flags = {
+        "model": args.model,
+        "data": tuple(args.data) if args.data else None,
+        "output": args.output,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "group_size": args.group_size,
+        "lr": args.lr,
+        "max_length": args.max_length,
+        "device": args.device,
+        "precision": args.precision,
+        "seed": args.seed,
+        "resume": args.resume,
+        "homogeneous": False if args.no_homogeneous else None,
+        "distillation": False if args.no_distillation else None,
+        "gradient_checkpointing": True if args.gradient_checkpointing else None,
+        "show_progress": False if args.no_progress else None,
+    }
+    if args.config:
+        return TrainConfig.from_yaml(args.config, **flags)
+    return TrainConfig.from_dict({}, **flags)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training.train import train
+
+    try:
+        config = _train_config(args)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"llm-embedder train: {exc}") from exc
+    result = train(config)
+    print(
+        f"trained {result.global_step} steps ({result.epochs:.2f} epochs, "
+        f"{result.samples_per_second:.1f} queries/s, final mean loss {result.train_loss:.4f}); "
+        f"model saved to {result.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -32,6 +123,112 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--questions", type=int, default=3, help="questions answered by the LLM")
     demo.add_argument("--data", default=None, help="data folder (default: $LLM_EMBEDDER_DATA)")
     demo.set_defaults(func=_demo)
+
+    from .evaluation.runner import BENCHMARK_TASKS
+
+    bench = sub.add_parser(
+        "eval",
+        help="retrieval benchmark: BM25 and the model without/with instructions on real data",
+    )
+    bench.add_argument(
+        "--task",
+        nargs="+",
+        default=["all"],
+        choices=["all", *BENCHMARK_TASKS],
+        help="tasks to run (default: all)",
+    )
+    bench.add_argument("--model", default=None, help="embedding model name or path")
+    bench.add_argument(
+        "--instructions",
+        default="both",
+        choices=["auto", "on", "off", "both"],
+        help="model rows without and/or with LLM-Embedder's instructions (default: both)",
+    )
+    bench.add_argument(
+        "--split", default="test", choices=["test", "train", "all"], help="dataset split"
+    )
+    search = bench.add_mutually_exclusive_group()
+    search.add_argument(
+        "--exact",
+        dest="search",
+        action="store_const",
+        const="exact",
+        help="brute-force cosine search (default)",
+    )
+    search.add_argument(
+        "--hnsw",
+        dest="search",
+        action="store_const",
+        const="hnsw",
+        help="Chroma HNSW search; also reports its recall@10 against exact search",
+    )
+    bench.set_defaults(search="exact")
+    bench.add_argument(
+        "--no-bm25", dest="bm25", action="store_false", help="leave out the BM25 rows"
+    )
+    bench.add_argument(
+        "--max-queries", type=int, default=None, help="queries per dataset at most (default: all)"
+    )
+    bench.add_argument(
+        "--max-docs",
+        type=int,
+        default=None,
+        help="documents per dataset at most, judged ones kept (quick runs; the search gets easier)",
+    )
+    bench.add_argument("--json", default=None, help="write every figure to this JSON file")
+    bench.add_argument("--data", default=None, help="data folder (default: $LLM_EMBEDDER_DATA)")
+    bench.set_defaults(func=_eval)
+
+    score = sub.add_parser(
+        "score",
+        help="fill the teacher_scores of a JSON Lines training file with LLM rewards (resumable)",
+    )
+    score.add_argument("input", help="JSON Lines training file")
+    score.add_argument("output", help="output file; an interrupted run continues where it stopped")
+    score.add_argument(
+        "--llm", default=None, help="causal LM name or path (default: the shipped SmolLM2)"
+    )
+    score.add_argument("--batch-size", type=int, default=16, help="candidates per forward pass")
+    score.add_argument("--task", default=None, help="task of records without a `task` field")
+    score.set_defaults(func=_score)
+
+    train = sub.add_parser(
+        "train",
+        help="fine-tune with LLM-Embedder's recipe (also under torchrun for several GPUs)",
+    )
+    train.add_argument("--config", default=None, help="YAML config (see examples/train.yaml)")
+    train.add_argument("--model", default=None, help="model to fine-tune (name or path)")
+    train.add_argument("--data", nargs="+", default=None, help="JSON Lines training file(s)")
+    train.add_argument("--output", default=None, help="directory of the trained model")
+    train.add_argument("--epochs", type=float, default=None, help="passes over the data")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    train.add_argument("--batch-size", type=int, default=None, help="queries per batch and GPU")
+    train.add_argument("--group-size", type=int, default=None, help="keys per query (1 + negs)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    train.add_argument("--max-length", type=int, default=None, help="token limit per text")
+    train.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    train.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--seed", type=int, default=None, help="seed of order and negatives")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        help="continue from the last checkpoint in --output, or from the one given",
+    )
+    train.add_argument(
+        "--no-homogeneous", action="store_true", help="mixed-task batches (ablation)"
+    )
+    train.add_argument(
+        "--no-distillation",
+        action="store_true",
+        help="contrastive loss only; no teacher scores needed",
+    )
+    train.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
     return parser
 
 

@@ -31,12 +31,18 @@ from .llm import LocalLLM  # noqa: E402
 from .store import ChromaStore, Hit, _check_k  # noqa: E402
 
 __all__ = [
+    "LLMEmbedderConversationalRetriever",
     "LLMEmbedderEmbeddings",
+    "LLMEmbedderExampleSelector",
+    "LLMEmbedderMemoryRetriever",
     "LLMEmbedderRetriever",
     "LocalChatModel",
+    "ToolRoutedChatModel",
     "chroma_vectorstore",
     "format_documents",
     "hit_to_document",
+    "memory_hit_to_document",
+    "message_to_utterance",
     "rag_chain",
 ]
 
@@ -284,3 +290,348 @@ def rag_chain(retriever: BaseRetriever, chat_model: BaseChatModel) -> Any:
         | chat_model
         | StrOutputParser()
     )
+
+
+# -- memory
+
+from collections.abc import Mapping, Sequence  # noqa: E402
+
+from .convsearch import ConversationalRetriever  # noqa: E402
+from .memory import MemoryHit, MemoryRetriever, Message  # noqa: E402
+from .store import MetadataValue  # noqa: E402
+
+_ROLE_SPEAKERS = {"human": "User", "ai": "Assistant", "system": "System", "tool": "Tool"}
+
+
+def memory_hit_to_document(hit: MemoryHit) -> Document:
+    """A memory result as a LangChain Document (scalar metadata, see ``MemoryHit.metadata``)."""
+    return Document(page_content=hit.text, metadata=hit.metadata, id=hit.id)
+
+
+def message_to_utterance(message: BaseMessage) -> tuple[str, str]:
+    """``(speaker, text)`` of a LangChain message: its ``name``, else User/Assistant/System/Tool."""
+    return message.name or _ROLE_SPEAKERS.get(message.type, message.type), message.text
+
+
+class LLMEmbedderMemoryRetriever(BaseRetriever):
+    """LangChain retriever over a :class:`MemoryRetriever` (chunk_i comes with chunk_i+1).
+
+    Each Document is one result: the hit chunk and its neighbours joined with newlines, with
+    ``source_id``, ``first_position``, ``last_position``, ``positions``, ``score``,
+    ``hit_position`` and ``hit_positions`` in its metadata.
+
+    Example:
+        .. code-block:: python
+
+            memory = MemoryRetriever(ChromaStore(LLMEmbedder(), path="chat-memory"), task="chat")
+            retriever = LLMEmbedderMemoryRetriever(memory=memory, k=4)
+            retriever.add_messages([HumanMessage("I moved to Oslo"), AIMessage("Nice!")])
+            retriever.invoke("Where do I live?")
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    memory: MemoryRetriever
+    """The memory searched and added to."""
+    k: int = 4
+    """Number of results; ``invoke(query, k=...)`` overrides it."""
+    filter: dict[str, Any] | None = None
+    """Chroma filter on the hit chunks (e.g. ``{"source_id": ...}``); overridable per call."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMEmbedderMemoryRetriever:
+        _check_k(self.k)
+        return self
+
+    def add_text(
+        self,
+        text: str,
+        *,
+        source_id: str = "default",
+        metadata: Mapping[str, MetadataValue] | None = None,
+    ) -> list[str]:
+        """Chunk and append ``text`` to ``source_id``'s history (see ``MemoryRetriever``)."""
+        return self.memory.add_text(text, source_id=source_id, metadata=metadata)
+
+    def add_messages(
+        self,
+        messages: Sequence[BaseMessage | Message],
+        *,
+        source_id: str = "default",
+        metadata: Mapping[str, MetadataValue] | None = None,
+    ) -> list[str]:
+        """Append utterances (LangChain messages or the core's forms) to a conversation."""
+        if isinstance(messages, (str, BaseMessage)):
+            raise TypeError("`messages` must be a list; wrap a single message in a list")
+        utterances = [
+            message_to_utterance(m) if isinstance(m, BaseMessage) else m for m in messages
+        ]
+        return self.memory.add_messages(utterances, source_id=source_id, metadata=metadata)
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - LangChain's name for it
+    ) -> list[Document]:
+        hits = self.memory.search(
+            query,
+            _check_k(self.k if k is None else k),
+            where=self.filter if filter is None else filter,
+        )
+        return [memory_hit_to_document(h) for h in hits]
+
+
+def _conversation(value: object) -> tuple[str, list[str]]:
+    """``(utterance, history)`` from a string or ``{"question": ..., "history": [...]}``."""
+    if isinstance(value, str):
+        return value, []
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"the input must be a string or a dict {{'question': ..., 'history': [...]}}, got "
+            f"{type(value).__name__}"
+        )
+    unknown = sorted(set(value) - {"question", "history"})
+    if unknown or "question" not in value:
+        raise ValueError(
+            f"the input dict needs 'question' and may have 'history'; got keys {sorted(value)}"
+        )
+    history = value.get("history") or []
+    if isinstance(history, (str, BaseMessage)) or not isinstance(history, Sequence):
+        raise TypeError(f"'history' must be a list, got {type(history).__name__}")
+    utterances = [
+        m.text if isinstance(m, BaseMessage) else m
+        for m in history
+        if not isinstance(m, BaseMessage) or m.type == "human"
+    ]
+    return value["question"], utterances
+
+
+class LLMEmbedderConversationalRetriever(BaseRetriever):
+    """LangChain retriever for conversational search (task ``convsearch``).
+
+    The input is the current question as a string, or ``{"question": ..., "history": [...]}``
+    with the previous utterances oldest first: strings, or LangChain messages of which only the
+    user's (human) messages are used, as in the measured query format.
+
+    Example:
+        .. code-block:: python
+
+            searcher = ConversationalRetriever(ChromaStore(LLMEmbedder()))
+            searcher.add(passages)
+            retriever = LLMEmbedderConversationalRetriever(searcher=searcher, k=3)
+            retriever.invoke(
+                {"question": "what about its taxes?", "history": ["Tell me about Norway"]}
+            )
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    searcher: ConversationalRetriever
+    """The core conversational retriever (store, task, max_history)."""
+    k: int = 4
+    """Number of documents; ``invoke(input, k=...)`` overrides it."""
+    filter: dict[str, Any] | None = None
+    """Chroma metadata filter on the passages; overridable per call."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMEmbedderConversationalRetriever:
+        _check_k(self.k)
+        return self
+
+    def _get_relevant_documents(
+        self,
+        query: str | Mapping[str, Any],
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - LangChain's name for it
+    ) -> list[Document]:
+        utterance, history = _conversation(query)
+        hits = self.searcher.search(
+            utterance,
+            history,
+            k=_check_k(self.k if k is None else k),
+            where=self.filter if filter is None else filter,
+        )
+        return [hit_to_document(h) for h in hits]
+
+
+# -- in-context examples and tools
+
+from langchain_core.example_selectors import BaseExampleSelector  # noqa: E402
+from langchain_core.language_models import LanguageModelInput  # noqa: E402
+from langchain_core.messages import convert_to_messages  # noqa: E402
+from langchain_core.prompt_values import PromptValue  # noqa: E402
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable  # noqa: E402
+
+from .icl import ExampleBank  # noqa: E402
+from .tools import ToolMatch, ToolRouter, ToolSpec  # noqa: E402
+
+
+class LLMEmbedderExampleSelector(BaseExampleSelector, BaseModel):
+    r"""LangChain example selector: the examples of an :class:`ExampleBank` closest to the input.
+
+    Works wherever LangChain takes an example selector, e.g. ``FewShotPromptTemplate``. The
+    example being answered (same id, or same input) is never selected.
+
+    Example:
+        .. code-block:: python
+
+            selector = LLMEmbedderExampleSelector.from_examples(
+                [{"input": "2 + 2", "output": "4"}, {"input": "great film!", "output": "POS"}],
+                input_keys=["input"],
+                k=1,
+            )
+            prompt = FewShotPromptTemplate(
+                example_selector=selector,
+                example_prompt=PromptTemplate.from_template("{input}\n{output}"),
+                suffix="{input}\n",
+                input_variables=["input"],
+            )
+            prompt.format(input="3 + 5")
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    bank: ExampleBank
+    """The example bank searched and added to."""
+    k: int = 4
+    """Number of examples selected."""
+    filter: dict[str, Any] | None = None
+    """Chroma filter on the example fields, e.g. ``{"task": "sst2"}``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMEmbedderExampleSelector:
+        _check_k(self.k)
+        return self
+
+    def add_example(self, example: dict[str, Any]) -> str:
+        """Add one example; returns its id."""
+        return self.bank.add([example])[0]
+
+    def select_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``k`` examples for the input variables (their input keys make the query)."""
+        return [s.example for s in self.bank.select(input_variables, self.k, where=self.filter)]
+
+    @classmethod
+    def from_examples(
+        cls,
+        examples: Sequence[dict[str, Any]],
+        store: ChromaStore | None = None,
+        *,
+        encoder: LLMEmbedder | None = None,
+        input_keys: Sequence[str] = ("input",),
+        output_keys: Sequence[str] | None = None,
+        id_key: str | None = "id",
+        k: int = 4,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - LangChain's name for it
+    ) -> LLMEmbedderExampleSelector:
+        """Build a selector over ``examples``.
+
+        Args:
+            examples: Dicts with the input fields, the output fields and optionally an id.
+            store: Where to keep them; by default an in-memory store on ``encoder``.
+            encoder: Encoder of the default store; None picks BAAI/llm-embedder, else the
+                shipped MiniLM. Excludes ``store``.
+            input_keys: Fields that make the input (what is searched with).
+            output_keys: Fields that make the output; None means all but the input and id.
+            id_key: Field holding an example's id.
+            k: Number of examples selected.
+            filter: Chroma filter on the example fields.
+        """
+        if store is not None and encoder is not None:
+            raise ValueError("pass `store` or `encoder`, not both: the store has its encoder")
+        bank = ExampleBank(
+            store or ChromaStore(encoder or LLMEmbedder()),
+            input_keys=input_keys,
+            output_keys=output_keys,
+            id_key=id_key,
+        )
+        bank.add(list(examples))
+        return cls(bank=bank, k=k, filter=filter)
+
+
+def _request_text(value: LanguageModelInput) -> str:
+    """The user's request in a chat model input: the text of its last human message."""
+    if isinstance(value, str):
+        return value
+    messages = value.to_messages() if isinstance(value, PromptValue) else convert_to_messages(value)
+    for message in reversed(messages):
+        if message.type == "human" and message.text.strip():
+            return message.text
+    raise ValueError(
+        f"no human message with text in the input ({[m.type for m in messages]}); the tools are "
+        "routed on the user's request: include it as a human message"
+    )
+
+
+def _bindable(tool: Any) -> Any:
+    """What ``bind_tools`` accepts: a ToolSpec becomes an OpenAI-style function dict."""
+    if not isinstance(tool, ToolSpec):
+        return tool
+    schema = tool.parameters
+    if not (isinstance(schema, Mapping) and "properties" in schema):
+        schema = {"type": "object", "properties": {}}
+    return {"name": tool.name, "description": tool.description, "parameters": schema}
+
+
+class ToolRoutedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
+    """A chat model that sees, for each request, only the ``k`` tools a :class:`ToolRouter` picks.
+
+    On every call the request (the last human message) is routed, the chosen tools are bound
+    with ``chat_model.bind_tools`` and the bound model is invoked; with thousands of tools the
+    model gets a short, relevant tool list. Use it wherever a chat model with tools is invoked
+    on messages, e.g. the model node of an agent graph (a ``ToolNode`` holding all the tools
+    executes the calls).
+
+    Example:
+        .. code-block:: python
+
+            router = ToolRouter(ChromaStore(LLMEmbedder()))
+            router.add_tools([get_weather, search_flights, convert_currency, ...])
+            model = ToolRoutedChatModel(router=router, chat_model=ChatOpenAI(), k=3)
+            model.invoke("Will it rain in Oslo tomorrow?").tool_calls
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    router: ToolRouter
+    """Routes each request to its tools; its tools must be LangChain tools or dicts."""
+    chat_model: BaseChatModel
+    """A chat model that implements ``bind_tools``."""
+    k: int = 4
+    """Number of tools bound per request."""
+    tool_choice: str | None = None
+    """Passed to ``bind_tools`` (e.g. ``"any"`` to force a tool call)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ToolRoutedChatModel:
+        _check_k(self.k)
+        return self
+
+    def route(self, value: LanguageModelInput) -> list[ToolMatch]:
+        """The tools routed for a chat input, best first."""
+        return self.router.route(_request_text(value), self.k)
+
+    def bound_model(self, value: LanguageModelInput) -> Runnable[LanguageModelInput, BaseMessage]:
+        """``chat_model`` with the tools routed for ``value`` bound (unbound when none are)."""
+        tools = [_bindable(self.router.tool(m.name)) for m in self.route(value)]
+        if not tools:
+            return self.chat_model
+        kwargs = {"tool_choice": self.tool_choice} if self.tool_choice is not None else {}
+        return self.chat_model.bind_tools(tools, **kwargs)
+
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
+        """Route, bind and call the chat model."""
+        return self.bound_model(input).invoke(input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
+        """Async :meth:`invoke` (routing runs in the calling thread)."""
+        return await self.bound_model(input).ainvoke(input, config, **kwargs)

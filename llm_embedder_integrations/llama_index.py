@@ -26,12 +26,23 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 from pydantic import Field, PrivateAttr  # noqa: E402
 
-from .encoder import LLMEmbedder  # noqa: E402
+from .encoder import LLMEmbedder, validate_texts  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
 from .llm import LocalLLM  # noqa: E402
 from .store import ChromaStore, Hit, _check_k  # noqa: E402
 
-__all__ = ["LLMEmbedderEmbedding", "LLMEmbedderRetriever", "LocalLlamaIndexLLM", "hit_to_node"]
+__all__ = [
+    "LLMEmbedderEmbedding",
+    "LLMEmbedderFewShotExamples",
+    "LLMEmbedderMemoryRetriever",
+    "LLMEmbedderRetriever",
+    "LLMEmbedderToolRetriever",
+    "LocalLlamaIndexLLM",
+    "NextChunkPostprocessor",
+    "few_shot_prompt",
+    "hit_to_node",
+    "memory_hit_to_node",
+]
 
 
 class LLMEmbedderEmbedding(BaseEmbedding):
@@ -107,6 +118,23 @@ class LLMEmbedderEmbedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._encoder.encode_keys(texts, task=self.task).tolist()
 
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._get_text_embeddings(texts)  # one batch, not one forward pass per text
+
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Embed ``texts`` with the key instruction; a single string is refused, not split."""
+        items = validate_texts(texts, "texts")
+        return super().get_text_embedding_batch(items, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Async :meth:`get_text_embedding_batch`."""
+        items = validate_texts(texts, "texts")
+        return await super().aget_text_embedding_batch(items, show_progress, **kwargs)
+
 
 class LocalLlamaIndexLLM(CustomLLM):
     """A LlamaIndex LLM over a local transformers causal LM (offline; SmolLM2 by default).
@@ -173,6 +201,16 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
     )
 
 
+def _check_query(query: object) -> str | QueryBundle:
+    """``query`` if it is a string or a ``QueryBundle``, else a ``TypeError`` naming its type."""
+    if isinstance(query, (str, QueryBundle)):
+        return query
+    hint = "; decode it first (e.g. query.decode('utf-8'))" if isinstance(query, bytes) else ""
+    raise TypeError(
+        f"`query` must be a string or a QueryBundle, got {type(query).__name__}: {query!r}{hint}"
+    )
+
+
 class LLMEmbedderRetriever(BaseRetriever):
     """LlamaIndex retriever over one task of a :class:`ChromaStore`.
 
@@ -202,6 +240,14 @@ class LLMEmbedderRetriever(BaseRetriever):
         self.exact = exact
         super().__init__(**kwargs)
 
+    def retrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
+        """Nodes for a query string or ``QueryBundle``; any other type is a ``TypeError``."""
+        return super().retrieve(_check_query(str_or_query_bundle))
+
+    async def aretrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
+        """Async :meth:`retrieve`."""
+        return await super().aretrieve(_check_query(str_or_query_bundle))
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         hits = self.store.search(
             query_bundle.query_str,
@@ -211,3 +257,297 @@ class LLMEmbedderRetriever(BaseRetriever):
             exact=self.exact,
         )
         return [hit_to_node(h) for h in hits]
+
+
+# -- memory
+
+from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
+from llama_index.core.schema import BaseNode, NodeRelationship  # noqa: E402
+from llama_index.core.storage.docstore import BaseDocumentStore  # noqa: E402
+
+from .memory import MemoryHit, MemoryRetriever, merge_windows  # noqa: E402
+
+
+def memory_hit_to_node(hit: MemoryHit) -> NodeWithScore:
+    """A memory result as a LlamaIndex ``NodeWithScore`` (scalar metadata)."""
+    return NodeWithScore(
+        node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score
+    )
+
+
+class LLMEmbedderMemoryRetriever(BaseRetriever):
+    """LlamaIndex retriever over a :class:`MemoryRetriever`: each hit chunk with its neighbours.
+
+    Args:
+        memory: The memory to search.
+        similarity_top_k: Number of results (merged windows) returned.
+        filters: Chroma ``where`` filter on the hit chunks, e.g. ``{"source_id": "conv-1"}``.
+    """
+
+    def __init__(
+        self,
+        memory: MemoryRetriever,
+        *,
+        similarity_top_k: int = 4,
+        filters: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(memory, MemoryRetriever):
+            raise TypeError(f"`memory` must be a MemoryRetriever, got {type(memory).__name__}")
+        self.memory = memory
+        self.similarity_top_k = _check_k(similarity_top_k)
+        self.filters = filters
+        super().__init__(**kwargs)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        hits = self.memory.search(query_bundle.query_str, self.similarity_top_k, where=self.filters)
+        return [memory_hit_to_node(h) for h in hits]
+
+
+def _walk(
+    docstore: BaseDocumentStore, node: BaseNode, relationship: NodeRelationship, steps: int
+) -> list[BaseNode]:
+    """Up to ``steps`` nodes reached from ``node`` by ``relationship`` (NEXT or PREVIOUS)."""
+    found: list[BaseNode] = []
+    for _ in range(steps):
+        related = node.relationships.get(relationship)
+        if related is None or isinstance(related, list):
+            break
+        neighbour = docstore.get_node(related.node_id, raise_error=False)
+        if neighbour is None:
+            break
+        found.append(neighbour)
+        node = neighbour
+    return found
+
+
+class NextChunkPostprocessor(BaseNodePostprocessor):
+    """Add the next (and optionally previous) nodes of each retrieved node, in document order.
+
+    The neighbours come from the docstore through the ``NEXT``/``PREVIOUS`` relationships that
+    LlamaIndex's node parsers set (e.g. ``SentenceSplitter``). A retrieved node comes back with
+    its window ``[previous..., node, next...]``; windows that share a node are merged into the
+    earlier (better ranked) one, so every node appears once, and windows keep the rank of their
+    best node. Retrieved nodes keep their score; added neighbours have no score (None), as with
+    LlamaIndex's ``PrevNextNodePostprocessor``.
+
+    Example:
+        .. code-block:: python
+
+            index = VectorStoreIndex.from_documents(
+                documents, transformations=[SentenceSplitter()], embed_model=embed_model
+            )
+            engine = index.as_query_engine(
+                node_postprocessors=[NextChunkPostprocessor(docstore=index.docstore)]
+            )
+    """
+
+    docstore: BaseDocumentStore = Field(description="Where the neighbour nodes are looked up.")
+    num_next: int = Field(default=1, ge=0, description="Nodes added after each retrieved node.")
+    num_previous: int = Field(
+        default=0, ge=0, description="Nodes added before each retrieved node."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name LlamaIndex uses when serialising the component."""
+        return "NextChunkPostprocessor"
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        by_id = {n.node.node_id: n for n in reversed(nodes)}  # the best-ranked copy wins
+        windows = []
+        for hit in nodes:
+            before = _walk(self.docstore, hit.node, NodeRelationship.PREVIOUS, self.num_previous)
+            after = _walk(self.docstore, hit.node, NodeRelationship.NEXT, self.num_next)
+            window = [*reversed(before), hit.node, *after]
+            for node in window:
+                by_id.setdefault(node.node_id, NodeWithScore(node=node, score=None))
+            windows.append([node.node_id for node in window])
+        return [by_id[key] for group in merge_windows(windows) for key in group.keys]
+
+
+# -- in-context examples and tools
+
+from llama_index.core.objects.base import ObjectRetriever  # noqa: E402
+from llama_index.core.objects.base_node_mapping import BaseObjectNodeMapping  # noqa: E402
+from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
+from llama_index.core.prompts import PromptTemplate  # noqa: E402
+from llama_index.core.tools.types import BaseTool  # noqa: E402
+
+from .icl import ExampleBank, SelectedExample  # noqa: E402
+from .tools import ToolRouter, tool_spec  # noqa: E402
+
+
+class LLMEmbedderFewShotExamples:
+    r"""Few-shot examples chosen per query, for a LlamaIndex prompt's ``function_mappings``.
+
+    LlamaIndex fills a template variable from a function of the other variables (its dynamic
+    few-shot recipe); this callable takes the query from ``query_key`` and returns the ``k``
+    examples of the bank closest to it, formatted and joined.
+
+    Args:
+        bank: The examples.
+        k: Number of examples per query.
+        query_key: Template variable holding the query.
+        example_template: Format of one example over its fields (e.g.
+            ``"Input: {input}\nOutput: {output}"``); None uses the stored ``"input\noutput"``.
+        separator: Between two examples.
+        filters: Chroma filter on the example fields.
+
+    Example:
+        .. code-block:: python
+
+            examples = LLMEmbedderFewShotExamples(bank, k=3)
+            prompt = PromptTemplate(
+                "{few_shot_examples}\n\n{query_str}\n",
+                function_mappings={"few_shot_examples": examples},
+            )
+            prompt.format(query_str="3 + 5")
+    """
+
+    def __init__(
+        self,
+        bank: ExampleBank,
+        *,
+        k: int = 4,
+        query_key: str = "query_str",
+        example_template: str | None = None,
+        separator: str = "\n\n",
+        filters: dict[str, Any] | None = None,
+    ) -> None:
+        self.bank = bank
+        self.k = _check_k(k)
+        self.query_key = query_key
+        self.example_template = example_template
+        self.separator = separator
+        self.filters = filters
+        self.__name__ = type(self).__name__  # LlamaIndex serialises mapped functions by name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k}, query_key={self.query_key!r})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LLMEmbedderFewShotExamples:
+        # PromptTemplate.partial_format deep-copies the prompt: share the bank, do not copy it.
+        return self
+
+    def select(self, query: str) -> list[SelectedExample]:
+        """The ``k`` examples for ``query``, best first."""
+        return self.bank.select(query, self.k, where=self.filters)
+
+    def format(self, query: str) -> str:
+        """The examples for ``query`` as one block of text."""
+        selected = self.select(query)
+        if self.example_template is None:
+            return self.separator.join(s.text for s in selected)
+        return self.separator.join(self.example_template.format(**s.example) for s in selected)
+
+    def __call__(self, **kwargs: Any) -> str:
+        """Called by ``PromptTemplate.format`` with the template variables."""
+        if self.query_key not in kwargs:
+            raise ValueError(
+                f"the prompt was formatted without {self.query_key!r} (got {sorted(kwargs)}); "
+                "pass it, or set `query_key` to the variable that holds the query"
+            )
+        return self.format(str(kwargs[self.query_key]))
+
+
+def few_shot_prompt(
+    template: str, examples: LLMEmbedderFewShotExamples, *, variable: str = "few_shot_examples"
+) -> PromptTemplate:
+    """A ``PromptTemplate`` whose ``{variable}`` is filled with the examples for each query."""
+    if "{" + variable + "}" not in template:
+        raise ValueError(f"`template` has no {{{variable}}} placeholder: {template!r}")
+    return PromptTemplate(template, function_mappings={variable: examples})
+
+
+class _RoutedToolNodes(BaseRetriever):
+    """Node view of a ToolRouter: one node per routed tool (text = the indexed tool text)."""
+
+    def __init__(self, router: ToolRouter, similarity_top_k: int) -> None:
+        self.router = router
+        self.similarity_top_k = _check_k(similarity_top_k)
+        super().__init__()
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        matches = self.router.route(query_bundle.query_str, self.similarity_top_k)
+        return [
+            NodeWithScore(
+                node=TextNode(id_=m.name, text=self.router.text(m.name), metadata={"name": m.name}),
+                score=m.score,
+            )
+            for m in matches
+        ]
+
+
+class _RouterToolMapping(BaseObjectNodeMapping[BaseTool]):
+    """Tools by name from a ToolRouter (which keeps the objects)."""
+
+    def __init__(self, router: ToolRouter) -> None:
+        self.router = router
+
+    @classmethod
+    def from_objects(cls, objs: Sequence[BaseTool], *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("build it from a ToolRouter: _RouterToolMapping(router)")
+
+    def validate_object(self, obj: BaseTool) -> None:
+        if not isinstance(obj, BaseTool):
+            raise TypeError(
+                f"tool {getattr(obj, 'name', obj)!r} is a {type(obj).__name__}, not a LlamaIndex "
+                "tool: add LlamaIndex tools (e.g. FunctionTool.from_defaults(fn)) to the router "
+                "whose tools an agent will call"
+            )
+
+    @property
+    def obj_node_mapping(self) -> dict[str, Any]:
+        return {name: self.router.tool(name) for name in self.router.names}
+
+    def _add_object(self, obj: BaseTool) -> None:
+        self.router.add_tools([obj])
+
+    def to_node(self, obj: BaseTool) -> TextNode:
+        spec = tool_spec(obj)
+        return TextNode(id_=spec.name, text=spec.text, metadata={"name": spec.name})
+
+    def _from_node(self, node: BaseNode) -> BaseTool:
+        return self.router.tool(node.metadata["name"])
+
+    def persist(self, persist_dir: str = "", obj_node_mapping_fname: str = "") -> None:
+        raise NotImplementedError(
+            "the tools live in the ToolRouter's store; persist that store (ChromaStore(path=...))"
+        )
+
+
+class LLMEmbedderToolRetriever(ObjectRetriever[BaseTool]):
+    """LlamaIndex tool retriever over a :class:`ToolRouter`, for agents' ``tool_retriever``.
+
+    ``retrieve(request)`` returns the ``similarity_top_k`` LlamaIndex tools the router picks
+    for the request, so an agent with thousands of tools sees only the relevant few.
+
+    Args:
+        router: Holds the tools (LlamaIndex tools, e.g. ``FunctionTool``).
+        similarity_top_k: Number of tools per request.
+        node_postprocessors: Applied to the routed tool nodes before they become tools.
+
+    Example:
+        .. code-block:: python
+
+            router = ToolRouter(ChromaStore(LLMEmbedder()))
+            router.add_tools([FunctionTool.from_defaults(fn) for fn in functions])
+            agent = FunctionAgent(tool_retriever=LLMEmbedderToolRetriever(router), llm=llm)
+    """
+
+    def __init__(
+        self,
+        router: ToolRouter,
+        *,
+        similarity_top_k: int = 4,
+        node_postprocessors: list[BaseNodePostprocessor] | None = None,
+    ) -> None:
+        super().__init__(
+            retriever=_RoutedToolNodes(router, similarity_top_k),
+            object_node_mapping=_RouterToolMapping(router),
+            node_postprocessors=node_postprocessors,
+        )
+        self.router = router

@@ -116,6 +116,14 @@ def _check_metadatas(
 
 def _check_ids(ids: Sequence[str] | None, texts: list[str]) -> list[str]:
     if ids is None:
+        first: dict[str, int] = {}
+        for i, text in enumerate(texts):
+            j = first.setdefault(text, i)
+            if j != i:
+                raise ValueError(
+                    f"`texts[{i}]` repeats `texts[{j}]`; the default id is a hash of the text, "
+                    "so a text may appear once per call: drop the repeat or pass `ids`"
+                )
         return [text_id(t) for t in texts]
     if isinstance(ids, str) or len(ids) != len(texts):
         raise ValueError(f"`ids` must be a list with one id per text ({len(texts)}), got {ids!r}")

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from ..convsearch import conversational_query
 from ..instructions import Task
+from ..tools import render_tool_text
 
 __all__ = [
     "DATASETS",
@@ -268,7 +270,8 @@ def render_tool(doc: Mapping[str, Any]) -> str:
 
     The layout is the API name, then ``Domain:``, ``Functionality:`` and ``Description:`` lines
     (a line is left out when its field is empty). A readable rendering retrieves far better than
-    a JSON dump of the whole record.
+    a JSON dump of the whole record. This is `llm_embedder_integrations.tools.render_tool_text`
+    without the parameters line.
 
     Args:
         doc: An API record with ``api_name`` and optionally ``domain``, ``functionality`` and
@@ -287,16 +290,12 @@ def render_tool(doc: Mapping[str, Any]) -> str:
             f"a tool needs an `api_name` to be rendered; got the keys {sorted(doc)}: "
             "add the tool's name under `api_name`"
         )
-    lines = [name]
-    for label, key in (
-        ("Domain", "domain"),
-        ("Functionality", "functionality"),
-        ("Description", "description"),
-    ):
-        value = str(doc.get(key) or "").strip()
-        if value:
-            lines.append(f"{label}: {value}")
-    return "\n".join(lines)
+    return render_tool_text(
+        name,
+        domain=doc.get("domain"),
+        functionality=doc.get("functionality"),
+        description=doc.get("description"),
+    )
 
 
 def _normalise_call(call: str) -> str:
@@ -571,7 +570,7 @@ def _load_trec_cast(
             if rewrite:
                 queries[qid] = turn["manual_rewritten_utterance"]
             elif history:
-                queries[qid] = " ".join([raw, *reversed(previous)])
+                queries[qid] = conversational_query(raw, previous)
             else:
                 queries[qid] = raw
             qrels[qid] = {doc_id: 1}

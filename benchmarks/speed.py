@@ -1,0 +1,204 @@
+"""CPU speed of the encoder backends against the usual ways of embedding, and Chroma at 100k.
+
+    python benchmarks/speed.py                      # 5,000 passages, 200 queries, 100k vectors
+    python benchmarks/speed.py --passages 1000 --chroma 20000   # quicker
+
+Everything runs in one process, on the same texts, in the order A B C ... A B C ... (two rounds,
+the best round kept), so the ratios hold on a noisy machine; absolute times do not. Compared on
+all-MiniLM-L6-v2:
+
+- our encoder: torch fp32, torch bf16, ONNX fp32, ONNX int8;
+- LangChain's ``HuggingFaceEmbeddings.embed_documents`` (langchain-huggingface);
+- LlamaIndex's ``HuggingFaceEmbedding.get_text_embedding_batch``;
+- raw ``SentenceTransformer.encode`` (fp32).
+
+Quality of each fast backend against torch fp32: top-10 agreement of retrieval over the
+passages for 200 real questions (XQuAD), and MRR@10 over all XQuAD.
+Chroma: add throughput, query p50/p95 and recall@10 of HNSW against exact search at 100k
+vectors: the real passage embeddings plus synthetic neighbours of them (each a real vector
+plus Gaussian noise, renormalised), since encoding 100k real passages would take an hour here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm_embedder_integrations import SHIPPED_MODEL, ChromaStore, LLMEmbedder
+from llm_embedder_integrations.encoder import shipped_model_path
+from llm_embedder_integrations.evaluation import evaluate_rankings, load_dataset
+
+
+def passages(n: int) -> list[str]:
+    """Real passages: XQuAD paragraphs, LoCoMo turns, Gorilla API docs, Shakespeare chunks."""
+    texts: list[str] = []
+    for name in ("xquad", "gorilla_tensorflow", "locomo", "tinyshakespeare"):
+        texts.extend(load_dataset(name, "all").corpus.values())
+    return texts[:n]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def best_of(rounds: list[dict[str, float]], name: str) -> float:
+    return min(r[name] for r in rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=5000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--chroma", type=int, default=100_000, help="vectors in the Chroma test")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # truncation notes; this script measures, it does not index
+
+    texts = passages(args.passages)
+    model_dir = str(shipped_model_path())
+    ours = {
+        "ours torch fp32": LLMEmbedder(SHIPPED_MODEL, backend="torch", show_progress=False),
+        "ours torch bf16": LLMEmbedder(
+            SHIPPED_MODEL, backend="torch", precision="bf16", show_progress=False
+        ),
+        "ours onnx fp32": LLMEmbedder(SHIPPED_MODEL, backend="onnx", show_progress=False),
+        "ours onnx int8": LLMEmbedder(SHIPPED_MODEL, backend="onnx-int8", show_progress=False),
+    }
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from sentence_transformers import SentenceTransformer
+
+    lc = HuggingFaceEmbeddings(model_name=model_dir, encode_kwargs={"batch_size": 32})
+    li = HuggingFaceEmbedding(model_name=model_dir, embed_batch_size=32)
+    raw = SentenceTransformer(model_dir, device="cpu")
+
+    doc_runs: dict[str, Callable[[list[str]], object]] = {
+        **{name: enc.encode for name, enc in ours.items()},
+        "LangChain HuggingFaceEmbeddings": lc.embed_documents,
+        "LlamaIndex HuggingFaceEmbedding": li.get_text_embedding_batch,
+        "raw sentence-transformers fp32": lambda t: raw.encode(t, batch_size=32),
+    }
+    query_runs: dict[str, Callable[[str], object]] = {
+        **{name: (lambda q, e=enc: e.encode([q])) for name, enc in ours.items()},
+        "LangChain HuggingFaceEmbeddings": lc.embed_query,
+        "LlamaIndex HuggingFaceEmbedding": li.get_query_embedding,
+        "raw sentence-transformers fp32": lambda q: raw.encode([q]),
+    }
+    tokens = sum(ours["ours torch fp32"].count_tokens(texts))
+    print(f"# Encoder speed: {len(texts)} passages, {tokens} tokens "
+          f"(mean {tokens / len(texts):.0f}), {torch.get_num_threads()} threads, {cpu_name()}\n")
+
+    rounds: list[dict[str, float]] = []
+    for _ in range(2):
+        timings = {}
+        for name, run in doc_runs.items():
+            start = time.perf_counter()
+            run(texts)
+            timings[name] = time.perf_counter() - start
+        rounds.append(timings)
+
+    questions = list(load_dataset("xquad", "all").queries.values())[: args.queries]
+    latencies: dict[str, list[float]] = {name: [] for name in query_runs}
+    for q in questions[:100]:
+        for name, run in query_runs.items():
+            start = time.perf_counter()
+            run(q)
+            latencies[name].append(1000 * (time.perf_counter() - start))
+
+    # Quality: retrieval agreement with torch fp32, and MRR@10 on all XQuAD.
+    xquad = load_dataset("xquad", "all")
+    ids = list(xquad.corpus)
+    qids = list(xquad.queries)
+    quality: dict[str, tuple[float, float]] = {}
+    reference_top: dict[str, list[str]] = {}
+    for name, enc in ours.items():
+        keys = enc.encode([xquad.corpus[i] for i in ids])
+        queries = enc.encode([xquad.queries[q] for q in qids])
+        top = np.argsort(-(queries @ keys.T), axis=1)[:, :10]
+        run = {q: [ids[j] for j in row] for q, row in zip(qids, top, strict=True)}
+        mrr = evaluate_rankings(run, xquad.qrels, ks=(10,))["mrr@10"]
+        if not reference_top:
+            reference_top = run
+        agree = np.mean(
+            [len(set(run[q]) & set(reference_top[q])) / 10 for q in qids[: args.queries]]
+        )
+        quality[name] = (float(agree), float(mrr))
+
+    base = best_of(rounds, "LangChain HuggingFaceEmbeddings")
+    raw_time = best_of(rounds, "raw sentence-transformers fp32")
+    print("| encoder | passages/s | tokens/s | x LangChain | embed_query p50 ms | p95 ms "
+          "| top-10 agreement | XQuAD MRR@10 |")
+    print("|---|---|---|---|---|---|---|---|")
+    results: dict[str, dict[str, float]] = {}
+    for name in doc_runs:
+        t = best_of(rounds, name)
+        p50, p95 = np.percentile(latencies[name], [50, 95])
+        agree, mrr = quality.get(name, (float("nan"), float("nan")))
+        results[name] = {"passages_per_s": len(texts) / t, "tokens_per_s": tokens / t,
+                         "x_langchain": base / t, "query_p50_ms": p50, "query_p95_ms": p95,
+                         "top10_agreement": agree, "mrr@10": mrr}
+        q = f"{agree:.3f} | {mrr:.3f}" if name in quality else "- | -"
+        print(f"| {name} | {len(texts) / t:.1f} | {tokens / t:.0f} | {base / t:.2f} "
+              f"| {p50:.1f} | {p95:.1f} | {q} |")
+    overhead = best_of(rounds, "ours torch fp32") / raw_time - 1
+    print(f"\nWrapper overhead, ours torch fp32 over raw sentence-transformers fp32: "
+          f"{100 * overhead:+.1f}%")
+
+    print(f"\n# Chroma at {args.chroma} vectors\n")
+    store_encoder = ours["ours torch fp32"]
+    real = store_encoder.encode(texts)
+    rng = np.random.default_rng(0)
+    extra = args.chroma - len(real)
+    base_rows = real[rng.integers(0, len(real), size=max(extra, 0))]
+    noisy = base_rows + rng.normal(0, 0.05, size=base_rows.shape).astype(np.float32)
+    vectors = np.vstack([real, noisy]).astype(np.float32)[: args.chroma]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ChromaStore(store_encoder, path=tmp, hnsw={"ef_search": 100})
+        vids = [f"v{i}" for i in range(len(vectors))]
+        labels = [f"passage {i}" for i in range(len(vectors))]
+        start = time.perf_counter()
+        step = 5000
+        for s in range(0, len(vectors), step):
+            store.add(labels[s : s + step], task="qa", ids=vids[s : s + step],
+                      embeddings=vectors[s : s + step])
+        add_s = time.perf_counter() - start
+        qvec = store_encoder.encode_queries(questions, task="qa")
+        times, recall = [], []
+        for row in qvec:
+            start = time.perf_counter()
+            hnsw = store.search_by_vectors(row[None], task="qa", k=10)[0]
+            times.append(1000 * (time.perf_counter() - start))
+            exact = np.argsort(-(vectors @ row))[:10]
+            recall.append(len({h.id for h in hnsw} & {vids[j] for j in exact}) / 10)
+        p50, p95 = np.percentile(times, [50, 95])
+        print("| vectors | add/s | query p50 ms | query p95 ms | recall@10 HNSW vs exact |")
+        print("|---|---|---|---|---|")
+        print(f"| {len(vectors)} | {len(vectors) / add_s:.0f} | {p50:.2f} | {p95:.2f} "
+              f"| {np.mean(recall):.3f} |")
+        results["chroma"] = {"vectors": len(vectors), "add_per_s": len(vectors) / add_s,
+                             "query_p50_ms": p50, "query_p95_ms": p95,
+                             "recall@10": float(np.mean(recall))}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

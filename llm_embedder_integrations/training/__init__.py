@@ -1,0 +1,77 @@
+"""Training LLM-Embedder: the JSON Lines data format, the LLM reward, the losses and the trainer."""
+
+from __future__ import annotations
+
+from .data import (
+    TrainingDataError,
+    TrainingRecord,
+    convert_dataset,
+    iter_jsonl,
+    read_jsonl,
+    records_from_dataset,
+    write_jsonl,
+)
+from .losses import (
+    TASK_LOSS,
+    ContrastiveLoss,
+    KLDistillationLoss,
+    LLMEmbedderLoss,
+    StabilizedDistillationLoss,
+    TaskLossConfig,
+    contrastive_loss,
+    gather_with_grad,
+    in_batch_false_negatives,
+    kl_distillation_loss,
+    stabilized_distillation_loss,
+)
+from .reward import TEMPLATES, LLMReward, score_file
+from .train import (
+    HomogeneousBatchSampler,
+    LLMEmbedderTrainer,
+    MultiTaskLoss,
+    TaskDataCollator,
+    TrainConfig,
+    TrainResult,
+    build_examples,
+    build_train_dataset,
+    build_trainer,
+    effective_loss_config,
+    task_loss,
+    train,
+)
+
+__all__ = [
+    "TASK_LOSS",
+    "TEMPLATES",
+    "ContrastiveLoss",
+    "KLDistillationLoss",
+    "LLMEmbedderLoss",
+    "LLMReward",
+    "StabilizedDistillationLoss",
+    "TaskLossConfig",
+    "TrainingDataError",
+    "TrainingRecord",
+    "contrastive_loss",
+    "convert_dataset",
+    "gather_with_grad",
+    "in_batch_false_negatives",
+    "iter_jsonl",
+    "kl_distillation_loss",
+    "read_jsonl",
+    "records_from_dataset",
+    "score_file",
+    "stabilized_distillation_loss",
+    "write_jsonl",
+    "HomogeneousBatchSampler",
+    "LLMEmbedderTrainer",
+    "MultiTaskLoss",
+    "TaskDataCollator",
+    "TrainConfig",
+    "TrainResult",
+    "build_examples",
+    "build_train_dataset",
+    "build_trainer",
+    "effective_loss_config",
+    "task_loss",
+    "train",
+]

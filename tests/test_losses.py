@@ -1,0 +1,394 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm_embedder_integrations.training.losses import (
+    TASK_LOSS,
+    ContrastiveLoss,
+    KLDistillationLoss,
+    LLMEmbedderLoss,
+    StabilizedDistillationLoss,
+    TaskLossConfig,
+    contrastive_loss,
+    gather_with_grad,
+    in_batch_false_negatives,
+    kl_distillation_loss,
+    stabilized_distillation_loss,
+)
+
+B, G, D, T = 3, 4, 8, 0.01
+
+
+def embeddings(seed: int, n_queries: int = B, group: int = G, n_groups: int | None = None):
+    gen = torch.Generator().manual_seed(seed)
+    q = F.normalize(torch.randn(n_queries, D, generator=gen, dtype=torch.float64), dim=-1)
+    k = F.normalize(
+        torch.randn((n_groups or n_queries) * group, D, generator=gen, dtype=torch.float64), dim=-1
+    )
+    teacher = torch.randn(n_queries, group, generator=gen, dtype=torch.float64)
+    return q.requires_grad_(), k.requires_grad_(), teacher
+
+
+# Naive references: one query, one key at a time ---------------------------------------------------
+
+
+def dot(a, b):
+    return sum(a[i] * b[i] for i in range(a.shape[0]))
+
+
+def log_sum_exp(values):
+    top = max(v.item() for v in values)
+    return top + torch.log(sum(torch.exp(v - top) for v in values))
+
+
+def naive_contrastive(q, k, group, temp, offset=0, mask=None):
+    total = 0
+    for j in range(q.shape[0]):
+        target = (offset + j) * group
+        logits = [
+            dot(q[j], k[i]) / temp
+            for i in range(k.shape[0])
+            if mask is None or i == target or not mask[j, i]
+        ]
+        total = total + log_sum_exp(logits) - dot(q[j], k[target]) / temp
+    return total / q.shape[0]
+
+
+def naive_kl(q, k, teacher, temp, teacher_temp):
+    total = 0
+    for j in range(q.shape[0]):
+        student = [dot(q[j], k[j * G + i]) / temp for i in range(G)]
+        lse = log_sum_exp(student)
+        t = [math.exp(teacher[j, i].item() / teacher_temp) for i in range(G)]
+        z = sum(t)
+        for i in range(G):
+            p = t[i] / z
+            total = total + p * (math.log(p) - (student[i] - lse))
+    return total / q.shape[0]
+
+
+def naive_stabilized(q, k, teacher, temp, offset=0, mask=None):
+    n, group = teacher.shape
+    total = 0
+    for j in range(n):
+        start = (offset + j) * group
+        scores = [teacher[j, i].item() for i in range(group)]
+        w = [math.exp(s) / sum(math.exp(x) for x in scores) for s in scores]
+        ranked = sorted(range(group), key=lambda i: -scores[i])
+        for rank, i in enumerate(ranked):
+            above = {start + r for r in ranked[:rank]}
+            logits = [
+                dot(q[j], k[c]) / temp
+                for c in range(k.shape[0])
+                if c not in above and (mask is None or not mask[j, c])
+            ]
+            ce = log_sum_exp(logits) - dot(q[j], k[start + i]) / temp
+            total = total + w[i] * ce / n
+    return total
+
+
+def assert_same(fast, naive, inputs):
+    assert fast.detach().item() == pytest.approx(float(naive.detach()), rel=1e-9, abs=1e-9)
+    grads_fast = torch.autograd.grad(fast, inputs)
+    grads_naive = torch.autograd.grad(naive, inputs)
+    for a, b in zip(grads_fast, grads_naive, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+# Contrastive --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temp", [T, 1.0])
+def test_contrastive_matches_naive_values_and_gradients(temp):
+    q, k, _ = embeddings(0)
+    loss = contrastive_loss(q, k, group_size=G, temperature=temp)
+    assert_same(loss, naive_contrastive(q, k, G, temp), (q, k))
+
+
+@pytest.mark.parametrize("temp", [T, 1.0])
+def test_contrastive_with_offset_and_false_negatives_matches_naive(temp):
+    q, k, _ = embeddings(1, n_queries=2, n_groups=5)
+    mask = torch.zeros(2, 5 * G, dtype=torch.bool)
+    mask[0, [0, 9, 13]] = True  # other groups' keys and an own hard negative (group 2 = 8..11)
+    mask[1, [2, 19]] = True
+    kwargs = {"group_size": G, "query_offset": 2, "temperature": temp}
+    loss = contrastive_loss(q, k, false_negatives=mask, **kwargs)
+    assert_same(loss, naive_contrastive(q, k, G, temp, offset=2, mask=mask), (q, k))
+    unmasked = contrastive_loss(q, k, **kwargs)
+    assert unmasked.item() >= loss.item()  # a removed negative can only lower the loss
+    if temp == 1.0:
+        assert unmasked.item() > loss.item() + 0.01
+
+
+def test_contrastive_rejects_a_masked_positive_and_ragged_groups():
+    q, k, _ = embeddings(2)
+    mask = torch.zeros(B, B * G, dtype=torch.bool)
+    mask[1, G] = True
+    with pytest.raises(ValueError, match=r"masks the positive of local queries \[1\]"):
+        contrastive_loss(q, k, group_size=G, false_negatives=mask)
+    with pytest.raises(ValueError, match="not a whole number of groups of 5"):
+        contrastive_loss(q, k, group_size=5)
+    with pytest.raises(ValueError, match="need 16 keys"):
+        contrastive_loss(q, k, group_size=G, query_offset=1)
+
+
+def test_false_negative_mask_marks_other_groups_only():
+    keys = ["a", "x", "b", "a", "c", "y"]
+    mask = in_batch_false_negatives([{"a"}, {"b", "a"}, {"c"}], keys, group_size=2)
+    assert mask.tolist() == [
+        [False, False, False, True, False, False],
+        [True, False, False, False, False, False],
+        [False, False, False, False, False, False],
+    ]
+
+
+# KL distillation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("temp", "teacher_temperature"), [(T, 1.0), (T, 0.1), (1.0, 0.1)])
+def test_kl_distillation_matches_naive(temp, teacher_temperature):
+    q, k, teacher = embeddings(3)
+    loss = kl_distillation_loss(
+        q, k, teacher, temperature=temp, teacher_temperature=teacher_temperature
+    )
+    assert_same(loss, naive_kl(q, k, teacher, temp, teacher_temperature), (q, k))
+
+
+def test_kl_distillation_is_zero_when_student_equals_teacher():
+    q, k, _ = embeddings(4)
+    student = torch.einsum("bd,bgd->bg", q, k.view(B, G, D)) / T
+    assert kl_distillation_loss(q, k, student.detach()).item() == pytest.approx(0, abs=1e-12)
+
+
+def test_kl_distillation_uses_own_keys_only():
+    q, k, teacher = embeddings(5, n_groups=4)
+    with pytest.raises(ValueError, match="own keys only: expected 3 x 4 = 12 keys, got 16"):
+        kl_distillation_loss(q, k, teacher)
+
+
+# Stabilized distillation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temp", [T, 1.0])
+def test_stabilized_distillation_matches_naive(temp):
+    q, k, teacher = embeddings(6)
+    loss = stabilized_distillation_loss(q, k, teacher, temperature=temp)
+    assert_same(loss, naive_stabilized(q, k, teacher, temp), (q, k))
+
+
+def test_stabilized_distillation_with_offset_and_mask_matches_naive():
+    q, k, teacher = embeddings(7, n_queries=2, n_groups=4)
+    mask = in_batch_false_negatives(
+        [{"k0", "k13"}, {"k2"}], [f"k{i}" for i in range(16)], group_size=G, query_offset=1
+    )
+    assert mask.sum() == 3
+    kwargs = {"query_offset": 1, "temperature": 1.0}
+    loss = stabilized_distillation_loss(q, k, teacher, false_negatives=mask, **kwargs)
+    assert_same(loss, naive_stabilized(q, k, teacher, 1.0, offset=1, mask=mask), (q, k))
+    assert stabilized_distillation_loss(q, k, teacher, **kwargs).item() > loss.item() + 0.01
+
+
+def test_stabilized_distillation_with_one_hot_weights_is_contrastive():
+    q, k, _ = embeddings(8)
+    best = [2, 0, 3]  # the dominant key of each query, anywhere in its group
+    teacher = torch.zeros(B, G, dtype=torch.float64)
+    teacher[range(B), best] = 1000.0
+    stabilized = stabilized_distillation_loss(q, k, teacher)
+    # The same keys with each dominant key moved to the front of its group.
+    order = [j * G + i for j in range(B) for i in [best[j]] + [x for x in range(G) if x != best[j]]]
+    contrastive = contrastive_loss(q, k[order], group_size=G)
+    assert_same(stabilized, contrastive, (q, k))
+
+
+def test_stabilized_distillation_refuses_to_mask_own_keys():
+    q, k, teacher = embeddings(9)
+    mask = torch.zeros(B, B * G, dtype=torch.bool)
+    mask[0, 3] = True
+    with pytest.raises(ValueError, match="own group"):
+        stabilized_distillation_loss(q, k, teacher, false_negatives=mask)
+
+
+# Per-task settings -------------------------------------------------------------------------------
+
+
+def test_task_loss_table_follows_the_paper():
+    rows = {
+        task: (c.positive, c.contrastive, c.distillation, c.teacher_temperature, c.weights)
+        for task, c in TASK_LOSS.items()
+    }
+    assert rows == {
+        "qa": ("first", False, "stabilized", 1.0, (0.0, 1.0)),
+        "convsearch": ("first", True, None, 1.0, (1.0, 0.0)),
+        "chat": ("teacher", False, "kl", 0.1, (0.0, 1.0)),
+        "lrlm": ("teacher", False, "kl", 0.1, (0.0, 1.0)),
+        "icl": ("random", False, "stabilized", 1.0, (0.0, 1.0)),
+        "tool": ("first", True, None, 1.0, (1.0, 0.0)),
+    }
+    assert (TASK_LOSS["lrlm"].max_samples, TASK_LOSS["lrlm"].min_teacher_spread) == (10_000, 0.1)
+    assert {c.temperature for c in TASK_LOSS.values()} == {0.01}
+    both = TaskLossConfig("first", contrastive=True, distillation="stabilized")
+    assert both.weights == (0.2, 1.0)
+
+
+def test_task_loss_table_is_frozen():
+    table: Any = TASK_LOSS
+    with pytest.raises(TypeError):
+        table["qa"] = TASK_LOSS["tool"]
+    config: Any = TASK_LOSS["qa"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.contrastive = True
+
+
+def test_task_loss_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="at least one term"):
+        TaskLossConfig("first", contrastive=False, distillation=None)
+    with pytest.raises(ValueError, match="`teacher_temperature` must be > 0, got 0"):
+        TaskLossConfig("first", contrastive=True, distillation="kl", teacher_temperature=0)
+    best: Any = "best"
+    with pytest.raises(ValueError, match="`positive` must be"):
+        TaskLossConfig(best, contrastive=True, distillation=None)
+
+
+# Modules over the real model ---------------------------------------------------------------------
+
+
+QUERIES = ["where is the eiffel tower?", "who wrote hamlet?"]
+KEYS = [
+    ["The Eiffel Tower is in Paris.", "Bananas are yellow.", "Rome is in Italy."],
+    ["Hamlet was written by Shakespeare.", "Cats sleep a lot.", "Goethe wrote Faust."],
+]
+
+
+@pytest.fixture(scope="module")
+def columns(encoder):
+    st = encoder._st
+    texts = [QUERIES] + [[group[i] for group in KEYS] for i in range(3)]
+    features = [st.tokenize(col) for col in texts]
+    with torch.no_grad():
+        emb = [st(dict(f))["sentence_embedding"] for f in features]
+    return st, features, emb
+
+
+TEACHER = torch.tensor([[-1.0, -3.0, -2.0], [-0.5, -2.5, -0.7]])
+
+
+def test_module_forward_embeds_the_columns_with_the_model(columns):
+    st, features, emb = columns
+    q = F.normalize(emb[0], dim=-1)
+    k = F.normalize(torch.stack(emb[1:], dim=1).reshape(-1, emb[0].shape[1]), dim=-1)
+    with torch.no_grad():
+        got = LLMEmbedderLoss(st, "qa")([dict(f) for f in features], TEACHER)
+    expected = stabilized_distillation_loss(q, k, TEACHER)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > 0
+
+
+def test_modules_call_the_pure_losses(columns):
+    st, _, emb = columns
+    q = F.normalize(emb[0], dim=-1)
+    k = F.normalize(torch.stack(emb[1:], dim=1).reshape(-1, emb[0].shape[1]), dim=-1)
+    contrastive = contrastive_loss(q, k, group_size=3)
+    kl = kl_distillation_loss(q, k, TEACHER, teacher_temperature=0.1)
+    stabilized = stabilized_distillation_loss(q, k, TEACHER)
+    cases = [
+        (ContrastiveLoss(st), contrastive),
+        (KLDistillationLoss(st, teacher_temperature=0.1), kl),
+        (StabilizedDistillationLoss(st), stabilized),
+        (LLMEmbedderLoss(st, "tool"), contrastive),
+        (LLMEmbedderLoss(st, "convsearch"), contrastive),
+        (LLMEmbedderLoss(st, "chat"), kl),
+        (LLMEmbedderLoss(st, "lrlm"), kl),
+        (LLMEmbedderLoss(st, "qa"), stabilized),
+        (LLMEmbedderLoss(st, "icl"), stabilized),
+    ]
+    for module, expected in cases:
+        got = module.compute_loss_from_embeddings(emb, TEACHER)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-6), module.get_config_dict()
+    assert len({round(x.item(), 4) for x in (contrastive, kl, stabilized)}) == 3
+
+
+def test_combined_terms_use_the_weights(columns):
+    st, features, emb = columns
+    config = TaskLossConfig("first", contrastive=True, distillation="stabilized")
+    both = LLMEmbedderLoss(st, config).compute_loss_from_embeddings(emb, TEACHER)
+    c = ContrastiveLoss(st).compute_loss_from_embeddings(emb)
+    s = StabilizedDistillationLoss(st).compute_loss_from_embeddings(emb, TEACHER)
+    assert both.item() == pytest.approx(0.2 * c.item() + 1.0 * s.item(), rel=1e-6)
+
+
+def test_distillation_without_teacher_scores_says_how_to_get_them(columns):
+    st, features, emb = columns
+    with pytest.raises(ValueError, match="llm-embedder score"):
+        LLMEmbedderLoss(st, "qa").compute_loss_from_embeddings(emb)
+    with pytest.raises(ValueError, match="no loss settings for task 'poetry'"):
+        LLMEmbedderLoss(st, "poetry")
+
+
+# Distributed: 2 processes, gloo, CPU -------------------------------------------------------------
+
+
+def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        q_all, k_all, teacher_all = embeddings(10, n_queries=2 * world, group=G)
+        n = q_all.shape[0] // world
+        q = q_all.detach()[rank * n : (rank + 1) * n].clone().requires_grad_()
+        k = k_all.detach()[rank * n * G : (rank + 1) * n * G].clone().requires_grad_()
+        teacher = teacher_all[rank * n : (rank + 1) * n]
+        results = {}
+        for name in ("contrastive", "stabilized"):
+            keys = gather_with_grad(k)
+            if name == "contrastive":
+                loss = contrastive_loss(q, keys, group_size=G, query_offset=rank * n)
+            else:
+                loss = stabilized_distillation_loss(q, keys, teacher, query_offset=rank * n)
+            gq, gk = torch.autograd.grad(loss, (q, k))
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            results[name] = (total / world, gq, gk)
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_keys_give_the_loss_and_gradients_of_one_big_batch(tmp_path):
+    import torch.multiprocessing as mp
+
+    world = 2
+    mp.spawn(
+        _distributed_worker,
+        args=(world, str(tmp_path / "init"), str(tmp_path)),
+        nprocs=world,
+        join=True,
+    )
+    q, k, teacher = embeddings(10, n_queries=2 * world, group=G)
+    n = q.shape[0] // world
+    full = {
+        "contrastive": contrastive_loss(q, k, group_size=G),
+        "stabilized": stabilized_distillation_loss(q, k, teacher),
+    }
+    grads = {name: torch.autograd.grad(loss, (q, k)) for name, loss in full.items()}
+    for rank in range(world):
+        results = torch.load(tmp_path / f"rank{rank}.pt")
+        for name, loss in full.items():
+            mean_loss, gq, gk = results[name]
+            assert mean_loss.item() == pytest.approx(loss.item(), rel=1e-12)
+            # Each process averages its own queries; the gathered keys sum the gradients of all
+            # processes: world x the gradient of the mean over the whole batch.
+            fq, fk = grads[name]
+            torch.testing.assert_close(gq, world * fq[rank * n : (rank + 1) * n])
+            torch.testing.assert_close(gk, world * fk[rank * n * G : (rank + 1) * n * G])
+
+
+def test_gather_is_the_identity_without_distributed():
+    t = torch.ones(2, 3)
+    assert gather_with_grad(t) is t
