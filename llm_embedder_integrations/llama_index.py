@@ -494,7 +494,7 @@ class _RouterToolMapping(BaseObjectNodeMapping[BaseTool]):
     def validate_object(self, obj: BaseTool) -> None:
         if not isinstance(obj, BaseTool):
             raise TypeError(
-                f"tool {getattr(obj, 'name', obj)!r} is a {type(obj).__name__}, not a LlamaIndex "
+                f"tool {tool_spec(obj).name!r} is a {type(obj).__name__}, not a LlamaIndex "
                 "tool: add LlamaIndex tools (e.g. FunctionTool.from_defaults(fn)) to the router "
                 "whose tools an agent will call"
             )

@@ -193,10 +193,6 @@ def test_long_text_in_memory_is_chunked_not_truncated(encoder):
 # -- queries: entry points that take one query -----------------------------------------------------
 
 
-def _li_retrieve(env: Env, query: Any) -> Any:
-    return env.li_retriever.retrieve(query)
-
-
 QUERIES: dict[str, Callable[[Env, Any], Any]] = {
     "store.search": lambda env, x: env.store.search(x, task="qa"),
     "langchain.embed_query": lambda env, x: env.lc_embeddings.embed_query(x),
@@ -204,7 +200,7 @@ QUERIES: dict[str, Callable[[Env, Any], Any]] = {
     "langchain.retriever.ainvoke": lambda env, x: asyncio.run(env.lc_retriever.ainvoke(x)),
     "llama_index.get_query_embedding": lambda env, x: env.li_embedding.get_query_embedding(x),
     "llama_index.get_text_embedding": lambda env, x: env.li_embedding.get_text_embedding(x),
-    "llama_index.retriever.retrieve": _li_retrieve,
+    "llama_index.retriever.retrieve": lambda env, x: env.li_retriever.retrieve(x),
     "llama_index.retriever.aretrieve": lambda env, x: asyncio.run(env.li_retriever.aretrieve(x)),
 }
 BAD_QUERIES = [
