@@ -6,8 +6,10 @@ The core (this namespace) imports neither framework; the adapters live in
 
 from __future__ import annotations
 
+from .cache import EmbeddingCache
 from .encoder import DEFAULT_MODEL, SHIPPED_MODEL, LLMEmbedder, resolve_model
 from .instructions import TASKS, Instruction, Task, get_instruction, register_task
+from .lexical import Hybrid
 from .store import ChromaStore, Hit, StoreMismatchError
 
 __all__ = [
@@ -15,7 +17,9 @@ __all__ = [
     "SHIPPED_MODEL",
     "TASKS",
     "ChromaStore",
+    "EmbeddingCache",
     "Hit",
+    "Hybrid",
     "Instruction",
     "LLMEmbedder",
     "StoreMismatchError",
