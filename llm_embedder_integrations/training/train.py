@@ -1,0 +1,1027 @@
+"""Fine-tuning with LLM-Embedder's recipe, on sentence-transformers' trainer.
+
+What the recipe adds to `SentenceTransformerTrainer`:
+
+* **Instructions as prompts.** Each task's query and key instructions are the training prompts of
+  its columns (``args.prompts = {task: {"query": ..., "key_0": ..., ...}}``) and are saved in the
+  model's ``config_sentence_transformers.json`` as ``"{task}_query"`` / ``"{task}_key"``, so
+  ``LLMEmbedder(path, instructions="auto")`` turns them on for the trained model.
+* **The paper's losses per task** (`TASK_LOSS`): InfoNCE over in-batch and hard negatives at
+  temperature 0.01, stabilized distillation (qa, icl) and KL distillation (chat, lrlm) with the
+  teacher scores as labels. In-batch keys that are also relevant to a query (same document, same
+  API call...) are masked out of its softmax.
+* **Homogeneous batches.** The training set is a ``DatasetDict`` keyed by task and
+  `HomogeneousBatchSampler` draws every batch from one task; with several processes the same task
+  is on every process in a step (each process takes its slice of a chunk of
+  ``batch_size x processes`` examples, the order seeded identically everywhere) and keys are
+  gathered across processes for in-batch negatives. ``homogeneous=False`` mixes tasks in a batch
+  (the paper's ablation).
+
+Each training record gives one example of ``group_size`` keys: its positive (the first listed,
+a random one of ``pos`` or the teacher's best, as the task says) and ``group_size - 1`` negatives
+drawn from its hard negatives (repeated when it has fewer), with the teacher scores of the chosen
+keys. The draw is seeded per record, so it is the same in every run with the same seed.
+
+Example:
+    >>> config = TrainConfig(data=("qa.jsonl", "tool.jsonl"), output="my-model")  # doctest: +SKIP
+    >>> result = train(config)  # doctest: +SKIP
+    >>> LLMEmbedder(result.output).instructions  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
+from sentence_transformers.sentence_transformer.data_collator import (
+    SentenceTransformerDataCollator,
+)
+from torch import Tensor, nn
+
+from ..encoder import SHIPPED_MODEL, _has_st_config, resolve_model
+from ..instructions import TASKS, get_instruction, prompts_for
+from .data import TrainingDataError, TrainingRecord, read_jsonl
+from .losses import (
+    TASK_LOSS,
+    TaskLossConfig,
+    contrastive_loss,
+    gather_with_grad,
+    in_batch_false_negatives,
+    kl_distillation_loss,
+    stabilized_distillation_loss,
+)
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+__all__ = [
+    "HomogeneousBatchSampler",
+    "LLMEmbedderTrainer",
+    "MultiTaskLoss",
+    "TaskDataCollator",
+    "TrainConfig",
+    "TrainResult",
+    "build_examples",
+    "build_trainer",
+    "build_train_dataset",
+    "effective_loss_config",
+    "task_loss",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+_META = "_llm_embedder_"  # prefix of the collated columns that are not model inputs
+_META_COLUMNS = ("task", "key_ids", "relevant_ids")
+
+
+# Configuration -----------------------------------------------------------------------------------
+
+
+def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int{' or None' if allow_none else ''}, got {value!r}"
+        )
+
+
+def _number(name: str, value: Any, *, low: float, strict: bool, high: float | None = None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        bound += "" if high is None else f" and <= {high}"
+        raise ValueError(f"`{name}` must be a number {bound}, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train` needs; load it with `from_yaml` or build it from flags.
+
+    The defaults suit a small run (a few thousand queries, one GPU or a CPU). The paper trains
+    BERT-base with lr 5e-6, 100 queries per GPU on 8 GPUs, 8 keys per query, fp16, gradient
+    checkpointing and 10,000 steps: raise ``batch_size`` and lower ``lr`` towards that on large
+    data. For the shipped MiniLM on a CPU, lr 2e-5 with batch 32 and 1-2 epochs works.
+
+    Attributes:
+        data: JSON Lines training files (`read_jsonl` format); their records may mix tasks.
+        output: Directory of the trained model (checkpoints go to ``checkpoint-<step>`` in it).
+        model: Model to fine-tune: hub id, local directory, or the shipped
+            ``sentence-transformers/all-MiniLM-L6-v2``. A plain transformers checkpoint gets CLS
+            pooling and normalisation, as LLM-Embedder.
+        epochs: Passes over the data (fractions allowed).
+        max_steps: Stop after this many optimizer steps (overrides ``epochs``); None for epochs.
+        batch_size: Queries per batch and process.
+        group_size: Keys per query: 1 positive + ``group_size - 1`` negatives.
+        lr: Peak learning rate (linear warm-up then linear decay).
+        warmup_ratio: Share of the steps spent warming up.
+        weight_decay: AdamW weight decay.
+        max_length: Token limit of queries and keys, instruction included.
+        homogeneous: Draw every batch from one task (False: mixed-task batches, the ablation).
+        distillation: Use the distillation terms of `TASK_LOSS`; False trains every task with
+            the contrastive loss alone (no teacher scores needed).
+        mask_false_negatives: Remove in-batch keys relevant to a query from its softmax.
+        gather_across_devices: With several processes, use every process's keys as in-batch
+            negatives.
+        max_samples_per_task: At most this many records per task (a seeded sample); None for
+            all, within the task's own cap (`TaskLossConfig.max_samples`).
+        precision: ``"auto"`` is bf16 autocast on a CUDA device that supports it (else fp16) and
+            fp32 elsewhere.
+        device: ``"auto"`` trains on CUDA when available, else on the CPU.
+        gradient_checkpointing: Recompute activations in backward (less memory, ~30% slower).
+        gradient_accumulation_steps: Batches per optimizer step.
+        save_steps: Save a checkpoint every this many steps (and at the end).
+        save_total_limit: Keep at most this many checkpoints; None keeps all.
+        logging_steps: Log the mean loss every this many steps.
+        seed: Seed of the model initialisation, the batch order and the negatives drawn.
+        resume: True continues from the last checkpoint in ``output``; a path, from that one.
+        show_progress: Show a progress bar.
+        dataloader_num_workers: Worker processes that collate batches (0: in the main one).
+    """
+
+    data: tuple[str, ...] = ()
+    output: str = "llm-embedder-finetuned"
+    model: str = SHIPPED_MODEL
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    group_size: int = 8
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 256
+    homogeneous: bool = True
+    distillation: bool = True
+    mask_false_negatives: bool = True
+    gather_across_devices: bool = True
+    max_samples_per_task: int | None = None
+    precision: Precision = "auto"
+    device: Device = "auto"
+    gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = 1
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    seed: int = 42
+    resume: bool | str = False
+    show_progress: bool = True
+    dataloader_num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = (os.fspath(self.data),)
+        if not isinstance(self.data, Sequence) or not all(
+            isinstance(p, (str, os.PathLike)) for p in self.data
+        ):
+            raise ValueError(f"`data` must be a list of JSON Lines file paths, got {self.data!r}")
+        self.data = tuple(os.fspath(p) for p in self.data)
+        for name in ("output", "model"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+            elif not isinstance(value, str) or not value.strip():
+                raise ValueError(f"`{name}` must be a non-empty string, got {value!r}")
+        _number("epochs", self.epochs, low=0, strict=True)
+        _number("lr", self.lr, low=0, strict=True)
+        _number("warmup_ratio", self.warmup_ratio, low=0, strict=False, high=1)
+        _number("weight_decay", self.weight_decay, low=0, strict=False)
+        _positive_int("max_steps", self.max_steps, allow_none=True)
+        _positive_int("max_samples_per_task", self.max_samples_per_task, allow_none=True)
+        _positive_int("save_total_limit", self.save_total_limit, allow_none=True)
+        for name in (
+            "batch_size",
+            "gradient_accumulation_steps",
+            "save_steps",
+            "logging_steps",
+        ):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
+            raise ValueError(f"`group_size` must be an int >= 2, got {self.group_size!r}")
+        if self.group_size < 2:
+            raise ValueError(
+                f"`group_size` must be >= 2 (a positive and at least one negative), got "
+                f"{self.group_size}"
+            )
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int):
+            raise ValueError(f"`max_length` must be an int > 8, got {self.max_length!r}")
+        if self.max_length <= 8:
+            raise ValueError(f"`max_length` must be > 8 tokens, got {self.max_length}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"`seed` must be an int >= 0, got {self.seed!r}")
+        if (
+            isinstance(self.dataloader_num_workers, bool)
+            or not isinstance(self.dataloader_num_workers, int)
+            or self.dataloader_num_workers < 0
+        ):
+            raise ValueError(
+                f"`dataloader_num_workers` must be an int >= 0, got {self.dataloader_num_workers!r}"
+            )
+        for name, allowed in (("precision", get_args(Precision)), ("device", get_args(Device))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in (
+            "homogeneous",
+            "distillation",
+            "mask_false_negatives",
+            "gather_across_devices",
+            "gradient_checkpointing",
+            "show_progress",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.resume, os.PathLike):
+            self.resume = os.fspath(self.resume)
+        if not isinstance(self.resume, (bool, str)) or self.resume == "":
+            raise ValueError(
+                f"`resume` must be true, false or a checkpoint directory, got {self.resume!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> TrainConfig:
+        """Build a config from a mapping (a parsed YAML file), ``overrides`` winning.
+
+        Raises:
+            ValueError: On an unknown key (the message lists the known ones) or a bad value.
+        """
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a training config must be a mapping of settings, got {values!r}")
+        merged = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(merged) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {', '.join(known)}")
+        if isinstance(merged.get("data"), list):
+            merged["data"] = tuple(merged["data"])
+        return cls(**merged)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+        """Load a YAML config (see ``examples/train.yaml``); ``overrides`` that are not None win.
+
+        Relative ``data`` and ``output`` paths are taken relative to the YAML file's folder.
+        """
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ImportError(
+                "reading a YAML training config needs PyYAML: pip install "
+                "'llm-embedder-integrations[train]'"
+            ) from exc
+        path = Path(path)
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a training config must be a mapping, got {values!r}")
+        base = path.resolve().parent
+        if isinstance(values.get("data"), str):
+            values["data"] = [values["data"]]
+        if isinstance(values.get("data"), list):
+            values["data"] = [str(base / p) for p in values["data"]]
+        if isinstance(values.get("output"), str):
+            values["output"] = str(base / values["output"])
+        try:
+            return cls.from_dict(values, **overrides)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data (YAML/JSON ready)."""
+        out = dataclasses.asdict(self)
+        out["data"] = list(self.data)
+        return out
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        output: Directory of the trained model.
+        global_step: Optimizer steps done in all (a resumed run counts the earlier ones).
+        epochs: Epochs done.
+        train_loss: Mean training loss of this call's steps.
+        seconds: Wall time of the training loop of this call.
+        samples_per_second: Training queries per second (each with ``group_size`` keys).
+        examples: Training examples per task.
+        log_history: The trainer's log entries (``{"loss": ..., "step": ...}``...).
+    """
+
+    output: Path
+    global_step: int
+    epochs: float
+    train_loss: float
+    seconds: float
+    samples_per_second: float
+    examples: dict[str, int]
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# Examples ----------------------------------------------------------------------------------------
+
+
+def effective_loss_config(task: str, *, distillation: bool = True) -> TaskLossConfig:
+    """The loss settings `train` uses for ``task``.
+
+    `TASK_LOSS`'s row; without ``distillation``, its contrastive term alone. A task of your own
+    (`register_task`) trains contrastively.
+    """
+    config = TASK_LOSS.get(task)
+    if config is None:
+        get_instruction(task)  # unknown task: a clear error
+        logger.warning("task %r has no row in TASK_LOSS: trained with the contrastive loss", task)
+        config = TaskLossConfig("first", contrastive=True, distillation=None)
+    if not distillation and config.distillation is not None:
+        config = dataclasses.replace(config, contrastive=True, distillation=None)
+    return config
+
+
+def _key_ids(record: TrainingRecord) -> list[str]:
+    """Identity of each key (for the false-negative mask): the dataset ids, else the texts."""
+    if record.history is None and record.pos_ids is not None and record.neg_ids is not None:
+        return [*record.pos_ids, *record.neg_ids]
+    return record.keys
+
+
+def _example(
+    record: TrainingRecord, index: int, config: TaskLossConfig, group_size: int, seed: int
+) -> dict[str, Any] | None:
+    """One training example of ``group_size`` keys, or None when the record has no negative."""
+    rng = random.Random(f"{seed}\x00{record.task}\x00{index}\x00{record.query}")
+    keys, ids, scores = record.keys, _key_ids(record), record.teacher_scores
+    n_pos = 0 if record.history is not None else len(record.pos)
+    if scores is not None and (config.positive == "teacher" or n_pos == 0):
+        positive = max(range(len(keys)), key=lambda i: (scores[i], -i))
+        candidates = [i for i in range(len(keys)) if i != positive]
+    elif n_pos == 0:
+        raise TrainingDataError(
+            f"a {record.task} record needs `pos` or `teacher_scores` to pick its positive",
+            field="pos",
+        )
+    else:
+        positive = rng.randrange(n_pos) if config.positive == "random" else 0
+        candidates = list(range(n_pos, len(keys)))
+    if not candidates:
+        return None
+    need = group_size - 1
+    if len(candidates) >= need:
+        chosen = rng.sample(candidates, need)
+    else:
+        chosen = candidates + rng.choices(candidates, k=need - len(candidates))
+    order = [positive, *chosen]
+    relevant = {*record.extra.get("relevant_ids", ()), *ids[:n_pos], ids[positive]}
+    example: dict[str, Any] = {"query": record.query}
+    for i, k in enumerate(order):
+        example[f"key_{i}"] = keys[k]
+    example["label"] = (
+        [float(scores[k]) for k in order] if scores is not None else [0.0] * len(order)
+    )
+    example["task"] = record.task
+    namespace = f"{record.task}\x00"
+    example["key_ids"] = [namespace + str(ids[k]) for k in order]
+    example["relevant_ids"] = sorted(namespace + str(r) for r in relevant)
+    return example
+
+
+def _select(records: list[TrainingRecord], config: TaskLossConfig, cap: int | None, seed: int):
+    """Apply the task's teacher-spread filter and its sample cap."""
+    task = records[0].task
+    if config.min_teacher_spread is not None:
+        kept = [
+            r
+            for r in records
+            if r.teacher_scores is None
+            or max(r.teacher_scores) - min(r.teacher_scores) >= config.min_teacher_spread
+        ]
+        if len(kept) < len(records):
+            logger.info(
+                "%s: dropped %d of %d records whose teacher scores spread less than %s",
+                task,
+                len(records) - len(kept),
+                len(records),
+                config.min_teacher_spread,
+            )
+        records = kept
+    caps = [c for c in (config.max_samples, cap) if c is not None]
+    if caps and len(records) > min(caps):
+        records = random.Random(f"{seed}\x00{task}").sample(records, min(caps))
+    return records
+
+
+def build_examples(
+    records: Sequence[TrainingRecord],
+    *,
+    group_size: int = 8,
+    distillation: bool = True,
+    max_samples_per_task: int | None = None,
+    seed: int = 42,
+) -> dict[str, list[dict[str, Any]]]:
+    """Training examples per task (see the module docstring for how keys are drawn).
+
+    Raises:
+        TrainingDataError: If a task trained by distillation has records without
+            ``teacher_scores``, or a task has no usable record.
+    """
+    by_task: dict[str, list[TrainingRecord]] = {}
+    for record in records:
+        by_task.setdefault(record.task, []).append(record)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for task, items in by_task.items():
+        config = effective_loss_config(task, distillation=distillation)
+        missing = sum(1 for r in items if r.teacher_scores is None)
+        if config.distillation is not None and missing:
+            raise TrainingDataError(
+                f"{missing} of {len(items)} {task!r} records have no `teacher_scores`, which "
+                f"{config.distillation} distillation needs: score them with `llm-embedder score "
+                "IN.jsonl OUT.jsonl`, or train without distillation (--no-distillation)",
+                field="teacher_scores",
+            )
+        items = _select(items, TASK_LOSS.get(task, config), max_samples_per_task, seed)
+        examples = []
+        skipped = 0
+        for index, record in enumerate(items):
+            example = _example(record, index, config, group_size, seed)
+            if example is None:
+                skipped += 1
+            else:
+                examples.append(example)
+        if skipped:
+            logger.warning("%s: %d records have no negative key and were skipped", task, skipped)
+        if not examples:
+            raise TrainingDataError(f"no usable training record for task {task!r}", field="neg")
+        out[task] = examples
+    return out
+
+
+def _prefixed(example: dict[str, Any]) -> dict[str, Any]:
+    """The example with its task's instructions written into the texts (mixed batches)."""
+    pair = get_instruction(example["task"])
+    out = dict(example)
+    out["query"] = pair.query + example["query"]
+    for name in example:
+        if name.startswith("key_") and name != "key_ids":
+            out[name] = pair.key + example[name]
+    return out
+
+
+def build_train_dataset(
+    records: Sequence[TrainingRecord], config: TrainConfig
+) -> tuple[Dataset | DatasetDict, dict[str, str] | dict[str, dict[str, str]] | None]:
+    """The training set and the trainer's ``prompts`` for ``records``.
+
+    Homogeneous: a ``DatasetDict`` keyed by task, with the instructions as per-task column
+    prompts. Mixed: one ``Dataset`` whose texts already carry their task's instructions (a
+    prompt is per column, and a mixed batch has several tasks in a column), and no prompts.
+
+    Columns: ``query``, ``key_0`` (the positive) ... ``key_{G-1}``, ``label`` (teacher scores of
+    the keys, zeros when the task has none), ``task``, ``key_ids``, ``relevant_ids``.
+    """
+    from datasets import Dataset, DatasetDict
+
+    examples = build_examples(
+        records,
+        group_size=config.group_size,
+        distillation=config.distillation,
+        max_samples_per_task=config.max_samples_per_task,
+        seed=config.seed,
+    )
+    if config.homogeneous:
+        prompts: dict[str, dict[str, str]] = {}
+        for task in examples:
+            pair = get_instruction(task)
+            prompts[task] = {"query": pair.query}
+            prompts[task].update({f"key_{i}": pair.key for i in range(config.group_size)})
+        return DatasetDict({t: Dataset.from_list(rows) for t, rows in examples.items()}), prompts
+    rows = [_prefixed(e) for items in examples.values() for e in items]
+    return Dataset.from_list(rows), None
+
+
+# Batches -----------------------------------------------------------------------------------------
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class HomogeneousBatchSampler(MultiDatasetDefaultBatchSampler):
+    """Multi-dataset batch sampler whose every batch comes from one dataset (one task).
+
+    Each dataset's batches (from its own batch sampler) are cut into chunks of
+    ``num_processes`` consecutive batches, the incomplete last chunk dropped when there are
+    several processes, and the chunks of all datasets are shuffled together with the shared
+    seed. Accelerate hands batch ``i`` of each chunk to process ``i``, so in a step every process
+    trains on the same task. Pass the class as ``multi_dataset_batch_sampler`` of the training
+    arguments.
+
+    Args:
+        dataset: The ``ConcatDataset`` of the datasets.
+        batch_samplers: One batch sampler per dataset.
+        generator: Random generator, reseeded with ``seed + epoch`` at each pass.
+        seed: The seed shared by every process.
+        num_processes: Processes sharing a step; None reads it from torch.distributed.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_samplers: list[Any],
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        num_processes: int | None = None,
+    ) -> None:
+        super().__init__(dataset, batch_samplers=batch_samplers, generator=generator, seed=seed)
+        self.num_processes = _world()[1] if num_processes is None else num_processes
+        _positive_int("num_processes", self.num_processes)
+        self._epoch_was_set = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (reseeds the order); called by the trainer at each epoch."""
+        super().set_epoch(epoch)
+        self._epoch_was_set = True
+
+    def _usable(self, n_batches: int) -> int:
+        n = self.num_processes
+        return n_batches if n == 1 else n_batches // n * n
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.generator is not None and self.seed is not None:
+            self.generator.manual_seed(self.seed + self.epoch)
+        chunks: list[list[list[int]]] = []
+        offset = 0
+        for dataset, sampler in zip(self.dataset.datasets, self.batch_samplers, strict=True):
+            batches = [[offset + i for i in batch] for batch in sampler]
+            batches = batches[: self._usable(len(batches))]
+            step = self.num_processes
+            chunks += [batches[i : i + step] for i in range(0, len(batches), step)]
+            offset += len(dataset)
+        order = torch.randperm(len(chunks), generator=self.generator).tolist()
+        for index in order:
+            yield from chunks[index]
+        if not self._epoch_was_set:  # accelerate does not forward set_epoch through its shards
+            self.epoch += 1
+        self._epoch_was_set = False
+
+    def __len__(self) -> int:
+        return sum(self._usable(len(sampler)) for sampler in self.batch_samplers)
+
+
+@dataclass
+class TaskDataCollator(SentenceTransformerDataCollator):
+    """Tokenises the text columns; passes task, key ids and relevant ids through as lists.
+
+    Rows are ordered by task (stable), so that each task's queries are contiguous in a mixed
+    batch.
+    """
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """Collate ``features`` (rows of `build_train_dataset`) into one batch."""
+        features = sorted(features, key=lambda f: f["task"])
+        meta = {c: [f[c] for f in features] for c in _META_COLUMNS}
+        texts = [{k: v for k, v in f.items() if k not in _META_COLUMNS} for f in features]
+        batch = super().__call__(texts)
+        for column, values in meta.items():
+            batch[_META + column] = values
+        return batch
+
+
+# Loss --------------------------------------------------------------------------------------------
+
+
+def _blocks(tasks: Sequence[str]) -> list[tuple[str, int, int]]:
+    """``(task, start, end)`` of each run of equal tasks."""
+    out: list[tuple[str, int, int]] = []
+    start = 0
+    for i in range(1, len(tasks) + 1):
+        if i == len(tasks) or tasks[i] != tasks[start]:
+            out.append((tasks[start], start, i))
+            start = i
+    return out
+
+
+def task_loss(
+    config: TaskLossConfig,
+    query: Tensor,
+    own_keys: Tensor,
+    batch_keys: Tensor,
+    *,
+    query_offset: int,
+    labels: Tensor | None,
+    false_negatives: Tensor | None,
+) -> Tensor:
+    """The loss of one task's queries, as `LLMEmbedderLoss` computes it, at any batch offset.
+
+    Args:
+        config: The task's settings.
+        query: ``(n, D)`` the task's queries.
+        own_keys: ``(n * G, D)`` their own keys, group by group (KL distillation).
+        batch_keys: ``(K, D)`` every key of the (gathered) batch (in-batch negatives).
+        query_offset: Index of the first of these queries among the batch's queries.
+        labels: ``(n, G)`` teacher scores, for the distillation terms.
+        false_negatives: ``(n, K)`` mask of in-batch keys relevant to each query.
+    """
+    w_contrastive, w_distill = config.weights
+    group = own_keys.shape[0] // max(query.shape[0], 1)
+    total = query.new_zeros((), dtype=torch.float32)
+    if config.contrastive:
+        total = total + w_contrastive * contrastive_loss(
+            query,
+            batch_keys,
+            group_size=group,
+            temperature=config.temperature,
+            query_offset=query_offset,
+            false_negatives=false_negatives,
+        )
+    if config.distillation is not None and labels is None:
+        raise ValueError(f"{config.distillation} distillation needs teacher scores as labels")
+    if config.distillation == "kl":
+        assert labels is not None
+        total = total + w_distill * kl_distillation_loss(
+            query,
+            own_keys,
+            labels,
+            temperature=config.temperature,
+            teacher_temperature=config.teacher_temperature,
+        )
+    elif config.distillation == "stabilized":
+        assert labels is not None
+        total = total + w_distill * stabilized_distillation_loss(
+            query,
+            batch_keys,
+            labels,
+            temperature=config.temperature,
+            query_offset=query_offset,
+            false_negatives=false_negatives,
+        )
+    return total
+
+
+class MultiTaskLoss(nn.Module):
+    """LLM-Embedder's loss over a batch of one or several tasks.
+
+    The columns are embedded once; each task's block of queries gets its `TASK_LOSS` terms
+    (`task_loss`), its in-batch negatives being every key of the batch (gathered across
+    processes), relevant ones masked out. The batch loss is the mean over queries. In a
+    homogeneous batch there is one block, and this equals `LLMEmbedderLoss` of that task.
+
+    Args:
+        model: The sentence-transformers model.
+        configs: Loss settings per task.
+        gather_across_devices: Gather keys (and their ids) from every process.
+        mask_false_negatives: Mask in-batch keys relevant to a query.
+        normalize: L2-normalise the embeddings (cosine similarity).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        configs: Mapping[str, TaskLossConfig],
+        *,
+        gather_across_devices: bool = True,
+        mask_false_negatives: bool = True,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if not configs:
+            raise ValueError("`configs` must name at least one task")
+        self.model = model
+        self.configs = dict(configs)
+        self.gather_across_devices = gather_across_devices
+        self.mask_false_negatives = mask_false_negatives
+        self.normalize = normalize
+
+    def forward(
+        self,
+        sentence_features: Sequence[dict[str, Tensor]],
+        labels: Tensor | None = None,
+        *,
+        tasks: Sequence[str],
+        key_ids: Sequence[Sequence[str]] | None = None,
+        relevant_ids: Sequence[Sequence[str]] | None = None,
+    ) -> Tensor:
+        """Embed ``[queries, key_0, ..., key_{G-1}]`` and return the batch loss.
+
+        Args:
+            sentence_features: Tokenised columns.
+            labels: ``(B, G)`` teacher scores.
+            tasks: Task of each query, equal tasks contiguous.
+            key_ids: Per query, the ids of its ``G`` keys (for the false-negative mask).
+            relevant_ids: Per query, the ids of every key relevant to it.
+        """
+        embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        return self.compute_loss_from_embeddings(
+            embeddings, labels, tasks=tasks, key_ids=key_ids, relevant_ids=relevant_ids
+        )
+
+    def compute_loss_from_embeddings(
+        self,
+        embeddings: Sequence[Tensor],
+        labels: Tensor | None = None,
+        *,
+        tasks: Sequence[str],
+        key_ids: Sequence[Sequence[str]] | None = None,
+        relevant_ids: Sequence[Sequence[str]] | None = None,
+    ) -> Tensor:
+        """The loss of already computed column embeddings (see `forward`)."""
+        if len(embeddings) < 2:
+            raise ValueError(f"expected a query column and key columns, got {len(embeddings)}")
+        if self.normalize:
+            embeddings = [F.normalize(e, p=2, dim=-1) for e in embeddings]
+        query = embeddings[0]
+        n, group = query.shape[0], len(embeddings) - 1
+        if len(tasks) != n:
+            raise ValueError(f"{len(tasks)} tasks given for {n} queries")
+        keys = torch.stack(list(embeddings[1:]), dim=1).reshape(n * group, -1)
+        rank, world = _world()
+        gather = self.gather_across_devices and world > 1
+        batch_keys = gather_with_grad(keys) if gather else keys
+        offset = rank * n if gather else 0
+        flat_ids: list[str] | None = None
+        if self.mask_false_negatives and key_ids is not None and relevant_ids is not None:
+            flat_ids = [i for ids in key_ids for i in ids]
+            if gather:
+                import torch.distributed as dist
+
+                parts: list[Any] = [None] * world
+                dist.all_gather_object(parts, flat_ids)
+                flat_ids = [i for part in parts for i in part]
+        total = query.new_zeros((), dtype=torch.float32)
+        for task, start, end in _blocks(tasks):
+            config = self.configs.get(task)
+            if config is None:
+                raise ValueError(f"no loss settings for task {task!r}; known: {list(self.configs)}")
+            mask = None
+            uses_batch = config.contrastive or config.distillation == "stabilized"
+            if flat_ids is not None and relevant_ids is not None and uses_batch:
+                mask = in_batch_false_negatives(
+                    [set(r) for r in relevant_ids[start:end]],
+                    flat_ids,
+                    group_size=group,
+                    query_offset=offset + start,
+                    device=query.device,
+                )
+            loss = task_loss(
+                config,
+                query[start:end],
+                keys[start * group : end * group],
+                batch_keys,
+                query_offset=offset + start,
+                labels=None if labels is None else labels[start:end],
+                false_negatives=mask,
+            )
+            total = total + loss * ((end - start) / n)
+        return total
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """Settings recorded in the model card by sentence-transformers."""
+        return {
+            "tasks": {t: dataclasses.asdict(c) for t, c in self.configs.items()},
+            "gather_across_devices": self.gather_across_devices,
+            "mask_false_negatives": self.mask_false_negatives,
+        }
+
+
+# Trainer -----------------------------------------------------------------------------------------
+
+
+class LLMEmbedderTrainer(SentenceTransformerTrainer):
+    """`SentenceTransformerTrainer` whose ``compute_loss`` hands tasks and key ids to the loss.
+
+    Use it with a dataset of `build_train_dataset`, a `MultiTaskLoss` and a `TaskDataCollator`
+    (or call `train`, which sets all this up).
+    """
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """The `MultiTaskLoss` of one collated batch."""
+        meta = {k[len(_META) :]: inputs.pop(k) for k in list(inputs) if k.startswith(_META)}
+        inputs.pop("dataset_name", None)
+        features, labels = self.collect_features(inputs)
+        loss_fn = self.loss
+        if model == self.model_wrapped and loss_fn.model != model:
+            loss_fn = self.override_model_in_loss(loss_fn, model)
+        loss = loss_fn(
+            features,
+            labels,
+            tasks=meta["task"],
+            key_ids=meta.get("key_ids"),
+            relevant_ids=meta.get("relevant_ids"),
+        )
+        return (loss, {}) if return_outputs else loss
+
+
+def _load_model(config: TrainConfig, device: str) -> SentenceTransformer:
+    """A fresh, trainable copy of the model (never the encoder's shared cached instance)."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    resolved = resolve_model(config.model)
+    offline = {"local_files_only": resolved.local_files_only}
+    if _has_st_config(resolved.source, resolved.local_files_only):
+        model = SentenceTransformer(resolved.source, device=device, **offline)
+    else:
+        transformer = Transformer(
+            resolved.source, model_kwargs=offline, processor_kwargs=offline, config_kwargs=offline
+        )
+        pool = Pooling(transformer.get_embedding_dimension(), pooling_mode="cls")
+        model = SentenceTransformer(modules=[transformer, pool, Normalize()], device=device)
+    model.max_seq_length = config.max_length
+    # The instructions the model is trained with travel in its config (`LLMEmbedder` "auto").
+    model.prompts = {**(model.prompts or {}), **prompts_for(TASKS)}
+    return model
+
+
+def _precision_flags(config: TrainConfig, on_cuda: bool) -> dict[str, bool]:
+    precision = config.precision
+    if precision == "auto":
+        if not on_cuda:
+            return {"bf16": False, "fp16": False}
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and not on_cuda:
+        raise ValueError("`precision` 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def _resume_path(config: TrainConfig) -> str | bool | None:
+    if config.resume is False:
+        return None
+    if config.resume is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(config.output) if Path(config.output).is_dir() else None
+        if last is None:
+            raise FileNotFoundError(
+                f"`resume` is true but {config.output!r} holds no checkpoint-<step> folder; train "
+                "without resume first, or pass a checkpoint path"
+            )
+        return last
+    if not Path(config.resume).is_dir():
+        raise FileNotFoundError(f"checkpoint {config.resume!r} does not exist")
+    return config.resume
+
+
+def _checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing, under the name this transformers version uses."""
+    if not enabled:
+        return {}
+    names = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else None
+    name = name or "gradient_checkpointing"
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def _warmup_args(ratio: float) -> dict[str, Any]:
+    """The warm-up share: ``warmup_steps`` as a float on transformers 5, else ``warmup_ratio``."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"warmup_steps": float(ratio)} if major >= 5 else {"warmup_ratio": ratio}
+
+
+def _examples_per_task(dataset: Any) -> dict[str, int]:
+    if hasattr(dataset, "keys"):  # DatasetDict: one dataset per task
+        return {task: len(dataset[task]) for task in dataset}
+    return dict(sorted(Counter(dataset["task"]).items()))
+
+
+def build_trainer(
+    config: TrainConfig, records: Sequence[TrainingRecord] | None = None
+) -> LLMEmbedderTrainer:
+    """Set up the trainer of `train` without running it (to inspect its batches, say).
+
+    Args:
+        config: The run's settings.
+        records: Training records; None reads ``config.data``.
+
+    Raises:
+        ValueError: If there is no training data, or the device or precision is unavailable.
+        TrainingDataError: On a bad record (file and line named) or missing teacher scores.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if records is None:
+        if not config.data:
+            raise ValueError("no training data: set `data` (--data FILE.jsonl ...)")
+        records = [r for path in config.data for r in read_jsonl(path)]
+    if not records:
+        raise ValueError("no training records: the data files are empty")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`device` is 'cuda' but torch sees no CUDA device; use 'cpu' or 'auto'")
+    on_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    precision = _precision_flags(config, on_cuda)
+
+    dataset, prompts = build_train_dataset(records, config)
+    counts = _examples_per_task(dataset)
+    logger.info("training examples per task: %s", counts)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=config.output,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        use_cpu=not on_cuda,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not config.show_progress,
+        dataloader_num_workers=config.dataloader_num_workers,
+        prompts=prompts,
+        multi_dataset_batch_sampler=HomogeneousBatchSampler,
+        ddp_find_unused_parameters=True,
+        **_warmup_args(config.warmup_ratio),
+        **_checkpointing_args(config.gradient_checkpointing),
+        **precision,
+    )
+    model = _load_model(config, str(args.device))
+    loss = MultiTaskLoss(
+        model,
+        {t: effective_loss_config(t, distillation=config.distillation) for t in counts},
+        gather_across_devices=config.gather_across_devices,
+        mask_false_negatives=config.mask_false_negatives,
+    )
+    collator = TaskDataCollator(preprocess_fn=model.preprocess, prompts=prompts)
+    trainer = LLMEmbedderTrainer(
+        model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator
+    )
+    if not config.show_progress:
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) -> TrainResult:
+    """Fine-tune ``config.model`` with LLM-Embedder's recipe and save it to ``config.output``.
+
+    Args:
+        config: The run's settings.
+        records: Training records; None reads ``config.data``.
+
+    Returns:
+        Where the model is and how the run went. The saved model holds the instructions as
+        prompts: ``LLMEmbedder(result.output)`` loads with instructions on.
+
+    Raises:
+        ValueError: If there is no training data, or the device or precision is unavailable.
+        FileNotFoundError: If ``resume`` names no checkpoint.
+        TrainingDataError: On a bad record (file and line named) or missing teacher scores.
+    """
+    resume = _resume_path(config)
+    trainer = build_trainer(config, records)
+    counts = _examples_per_task(trainer.train_dataset)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    trainer.save_model(config.output)
+    if trainer.is_world_process_zero():
+        settings = Path(config.output) / "llm_embedder_training.json"
+        settings.write_text(
+            json.dumps({"config": config.to_dict(), "examples": counts}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+    metrics = output.metrics
+    return TrainResult(
+        output=Path(config.output),
+        global_step=int(output.global_step),
+        epochs=float(trainer.state.epoch or 0.0),
+        train_loss=float(output.training_loss),
+        seconds=seconds,
+        samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
+        examples=counts,
+        log_history=list(trainer.state.log_history),
+    )
