@@ -28,8 +28,13 @@ from llm_embedder_integrations import ChromaStore, LLMEmbedder
 from llm_embedder_integrations.llama_index import LLMEmbedderToolRetriever
 from llm_embedder_integrations.tools import ToolRouter
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-        ast.Div: operator.truediv, ast.USub: operator.neg}
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.USub: operator.neg,
+}
 
 
 def _arith(node: ast.AST) -> float:
@@ -104,12 +109,16 @@ def main() -> None:
     parser.add_argument("request", nargs="*")
     parser.add_argument("--gorilla", action="store_true", help="also route over Gorilla APIs")
     args = parser.parse_args()
-    requests = [" ".join(args.request)] if args.request else [
-        "how much is 12.5 * 4 + 3",
-        "what time is it now?",
-        "convert 30 C to fahrenheit",
-        "how many words are in this: the quick brown fox jumps",
-    ]
+    requests = (
+        [" ".join(args.request)]
+        if args.request
+        else [
+            "how much is 12.5 * 4 + 3",
+            "what time is it now?",
+            "convert 30 C to fahrenheit",
+            "how many words are in this: the quick brown fox jumps",
+        ]
+    )
 
     router = ToolRouter(ChromaStore(LLMEmbedder()))
     router.add_tools(TOOLS)
@@ -124,8 +133,10 @@ def main() -> None:
     li_router.add_tools([FunctionTool.from_defaults(t.func, name=t.name) for t in TOOLS])
     retriever = LLMEmbedderToolRetriever(li_router, similarity_top_k=1)
     [found] = retriever.retrieve(requests[0])
-    print(f"\nLlamaIndex: {requests[0]!r} -> {found.metadata.name}: "
-          f"{found.call(request=requests[0]).content}")
+    print(
+        f"\nLlamaIndex: {requests[0]!r} -> {found.metadata.name}: "
+        f"{found.call(request=requests[0]).content}"
+    )
 
     if args.gorilla:
         gorilla_demo(" ".join(args.request) or "detect the objects in a street photo")

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .encoder import validate_texts
-
-if TYPE_CHECKING:
-    from .store import ChromaStore, Hit
+from .store import ChromaStore, Hit, _check_k, text_id
 
 __all__ = ["ExampleBank", "SelectedExample"]
 
@@ -184,8 +182,6 @@ class ExampleBank:
         texts = [self.example_text(e) for e in examples]
         ids = None
         if self.id_key is not None and any(self.id_key in e for e in examples):
-            from .store import text_id
-
             ids = [
                 str(e[self.id_key]) if self.id_key in e else text_id(t)
                 for e, t in zip(examples, texts, strict=True)
@@ -229,8 +225,7 @@ class ExampleBank:
         exclude: Sequence[str] = (),
     ) -> list[list[SelectedExample]]:
         """`select` for several queries, encoded in one pass."""
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"`k` must be a positive int, got {k!r}")
+        _check_k(k)
         if isinstance(queries, (str, Mapping)):
             raise TypeError("`queries` must be a list; wrap a single query in a list")
         if isinstance(exclude, str):

@@ -25,12 +25,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .encoder import validate_texts
-
-if TYPE_CHECKING:
-    from .store import ChromaStore, Hit
+from .store import ChromaStore, Hit, _check_k
 
 __all__ = [
     "ToolMatch",
@@ -263,17 +261,22 @@ class UnknownToolError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"`k` must be a positive int, got {k!r}")
-    return k
+def _single_tool(value: Any) -> bool:
+    """Whether ``value`` is one tool object (a list of tools was probably meant)."""
+    if isinstance(value, ToolSpec):
+        return True
+    if isinstance(value, (list, tuple)) or not hasattr(value, "description"):
+        return False
+    return hasattr(value, "name") or hasattr(value, "metadata")
 
 
 class ToolRouter:
     """Index a toolset in a store and route requests to the tools that fit them.
 
     Tool texts live in the store (task ``"tool"`` by default, one entry per tool name); the
-    objects added are kept in memory so that `tool` can hand them back.
+    objects added are kept in memory so that `tool` can hand them back. A router over a
+    persisted store routes to every tool stored there, but hands back only the objects added
+    in this process: add the tools again after reopening (this re-encodes them).
 
     Args:
         store: Where tool texts are encoded and searched.
@@ -413,12 +416,3 @@ class ToolRouter:
 
     def _match(self, hit: Hit) -> ToolMatch:
         return ToolMatch(name=str(hit.metadata.get("name", hit.id)), score=hit.score)
-
-
-def _single_tool(value: Any) -> bool:
-    """Whether ``value`` is one tool object (a list of tools was probably meant)."""
-    if isinstance(value, ToolSpec):
-        return True
-    if isinstance(value, (list, tuple)) or not hasattr(value, "description"):
-        return False
-    return hasattr(value, "name") or hasattr(value, "metadata")
