@@ -167,8 +167,8 @@ def main() -> None:
     start = time.perf_counter()
 
     print(
-        f"Model: {encoder.model_id}, instructions {'on' if encoder.instructions else 'off'}, "
-        f"torch threads {torch.get_num_threads()}\n"
+        f"Model: {encoder.model_id} ({encoder.backend} backend), instructions "
+        f"{'on' if encoder.instructions else 'off'}, torch threads {torch.get_num_threads()}\n"
     )
     print("| split | queries | selector | relevant | P@1 | P@3 | P@5 | self@5 |")
     print("|---|---|---|---|---|---|---|---|")

@@ -129,8 +129,8 @@ def main() -> None:
                 latency["index_s"] = index_s
 
     print(
-        f"Model: {encoder.model_id}, instructions {'on' if encoder.instructions else 'off'}, "
-        f"torch threads {torch.get_num_threads()}\n"
+        f"Model: {encoder.model_id} ({encoder.backend} backend), instructions "
+        f"{'on' if encoder.instructions else 'off'}, torch threads {torch.get_num_threads()}\n"
     )
     print(
         "| hub | split | queries | tool text | router acc@1 | acc@5 | nDCG@5 "
