@@ -27,7 +27,7 @@ import torch
 
 from llm_embedder_integrations import ChromaStore, LLMEmbedder
 from llm_embedder_integrations.evaluation import data_dir, evaluate_rankings, load_dataset
-from llm_embedder_integrations.evaluation.bm25 import BM25Index
+from llm_embedder_integrations.lexical import BM25Index
 from llm_embedder_integrations.tools import ToolRouter
 
 API_FILES = {"torchhub": "torchhub_api.jsonl", "tensorflow": "tensorflowhub_api.jsonl"}

@@ -9,7 +9,6 @@ import pytest
 from llm_embedder_integrations import SHIPPED_MODEL, ChromaStore
 from llm_embedder_integrations.cli import build_parser, main
 from llm_embedder_integrations.evaluation import RetrievalDataset
-from llm_embedder_integrations.evaluation.bm25 import BM25Index
 from llm_embedder_integrations.evaluation.runner import (
     BENCHMARK_TASKS,
     TASK_DATASETS,
@@ -25,6 +24,7 @@ from llm_embedder_integrations.evaluation.runner import (
     rank_hnsw,
     run_benchmark,
 )
+from llm_embedder_integrations.lexical import BM25Index
 
 # Hand-made datasets -------------------------------------------------------------------------
 

@@ -34,8 +34,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ..encoder import LLMEmbedder
+from ..lexical import BM25Index
 from ..store import ChromaStore
-from .bm25 import BM25Index
 from .datasets import RetrievalDataset, Split, load_dataset
 from .metrics import evaluate_rankings
 
