@@ -277,7 +277,14 @@ def test_task_datasets_cover_the_six_tasks():
 
 def test_benchmark_dataset_rows_on_hand_made_data(encoder, encoder_instr):
     rows = benchmark_dataset(two_conversations(), [encoder, encoder_instr], search="hnsw")
-    assert [r.system for r in rows] == ["bm25", "model", "model+instr"]
+    assert [r.system for r in rows] == [
+        "bm25",
+        "model",
+        "model+bm25",
+        "model+instr",
+        "model+instr+bm25",
+    ]
+    assert rows[2].search == "hybrid"
     assert rows[0].hnsw_recall is None and rows[0].search == "bm25"
     assert rows[1].hnsw_recall == 1.0 and rows[1].metrics == rows[1].exact_metrics
     assert all(r.corpus_size == 5 and r.queries == 2 for r in rows)
@@ -297,7 +304,7 @@ def test_run_benchmark_on_capped_trec_cast(data_path, tmp_path):
     assert labels == [
         (d, s)
         for d in ("trec_cast/raw", "trec_cast/history", "trec_cast/rewrite")
-        for s in ("bm25", "model", "model+instr")
+        for s in ("bm25", "model", "model+bm25", "model+instr", "model+instr+bm25")
     ]
     for row in result.rows:
         assert row.queries == 12 and row.corpus_size > 12
@@ -305,7 +312,7 @@ def test_run_benchmark_on_capped_trec_cast(data_path, tmp_path):
         m = row.metrics
         assert m["hit_rate@1"] <= m["mrr@10"] <= m["hit_rate@10"]
         assert m["hit_rate@1"] <= m["hit_rate@5"] <= m["hit_rate@10"]
-    model_rows = [r for r in result.rows if r.system != "bm25"]
+    model_rows = [r for r in result.rows if r.system in ("model", "model+instr")]
     assert all(r.hnsw_recall is not None and r.hnsw_recall >= 0.9 for r in model_rows)
     for row in model_rows:
         if row.hnsw_recall == 1.0:
@@ -343,7 +350,7 @@ def test_run_benchmark_on_capped_trec_cast(data_path, tmp_path):
         assert set(row["metrics"]) == expected_metrics
     table = result.table()
     assert table.splitlines()[0].startswith("| dataset | system | MRR@10 |")
-    assert len(table.splitlines()) == 2 + 9
+    assert len(table.splitlines()) == 2 + 15
 
 
 # CLI ----------------------------------------------------------------------------------------
@@ -407,4 +414,5 @@ def test_cli_eval_runs_and_writes_json(data_path, tmp_path, capsys):
     assert [(r["dataset"], r["system"], r["queries"]) for r in rows] == [
         ("sni", "bm25", 5),
         ("sni", "model", 5),
+        ("sni", "model+bm25", 5),
     ]

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ..encoder import LLMEmbedder
-from ..lexical import BM25Index
+from ..lexical import BM25Index, Hybrid, reciprocal_rank_fusion
 from ..store import ChromaStore
 from .datasets import RetrievalDataset, Split, load_dataset
 from .metrics import evaluate_rankings
@@ -66,6 +66,8 @@ SearchMode = Literal["exact", "hnsw"]
 KS: tuple[int, ...] = (1, 5, 10)
 """Cut-offs of the reported metrics."""
 K = 10
+HYBRID = Hybrid()
+"""Fusion of the hybrid rows: the store's default (RRF, k=60, 50 candidates per ranking)."""
 """Depth of every ranking (and of the HNSW-vs-exact overlap)."""
 
 
@@ -607,12 +609,14 @@ def benchmark_dataset(
                 f"({len(qids)} queries, {len(doc_ids)} docs, {row.seconds:.1f} s)"
             )
 
+    lexical: dict[str, list[str]] | None = None
     if bm25:
         start = time.perf_counter()
         index = cache.get(("bm25", corpus_key))
         if index is None:
             index = cache[("bm25", corpus_key)] = BM25Index(ds.corpus)
-        finish("bm25", "bm25", rank_bm25(ds, qids=qids, index=index), start)
+        lexical = rank_bm25(ds, qids=qids, index=index, k=HYBRID.candidates)
+        finish("bm25", "bm25", {q: ids[:K] for q, ids in lexical.items()}, start)
 
     for encoder in encoders:
         start = time.perf_counter()
@@ -628,25 +632,40 @@ def benchmark_dataset(
             texts = [ds.corpus[d] for d in doc_ids]
             doc_vectors = cache[key] = encoder.encode_keys(texts, task=ds.task)
         query_vectors = encoder.encode_queries([ds.queries[q] for q in qids], task=ds.task)
-        exact = rank_exact(ds, query_vectors, doc_vectors, qids=qids)
+        deep = rank_exact(ds, query_vectors, doc_vectors, qids=qids, k=HYBRID.candidates)
+        exact = {q: ids[:K] for q, ids in deep.items()}
         system = _system_name(encoder)
         if search == "exact":
             finish(system, "exact", exact, start)
-            continue
-        store = ChromaStore(encoder)
-        try:
-            add_corpus(store, ds, doc_vectors)
-            approximate = rank_hnsw(ds, store, query_vectors, qids=qids)
-        finally:
-            store.reset(ds.task)
-        finish(
-            system,
-            "hnsw",
-            approximate,
-            start,
-            hnsw_recall=hnsw_overlap(approximate, exact),
-            exact_metrics=evaluate_rankings(exact, ds.qrels, KS),
-        )
+        else:
+            store = ChromaStore(encoder)
+            try:
+                add_corpus(store, ds, doc_vectors)
+                approximate = rank_hnsw(ds, store, query_vectors, qids=qids)
+            finally:
+                store.reset(ds.task)
+            finish(
+                system,
+                "hnsw",
+                approximate,
+                start,
+                hnsw_recall=hnsw_overlap(approximate, exact),
+                exact_metrics=evaluate_rankings(exact, ds.qrels, KS),
+            )
+        if lexical is not None:
+            hybrid_start = time.perf_counter()
+            fused = {
+                q: [
+                    doc
+                    for doc, _ in reciprocal_rank_fusion(
+                        [deep[q], lexical[q]],
+                        [HYBRID.dense_weight, HYBRID.lexical_weight],
+                        HYBRID.rrf_k,
+                    )[:K]
+                ]
+                for q in qids
+            }
+            finish(f"{system}+bm25", "hybrid", fused, hybrid_start)
     return rows
 
 
