@@ -203,10 +203,10 @@ def main() -> None:
         times, recall = [], []
         for row in qvec:
             start = time.perf_counter()
-            hnsw = store.search_by_vectors(row[None], task="qa", k=10)[0]
+            found = store.search_by_vectors(row[None], task="qa", k=10)[0]
             times.append(1000 * (time.perf_counter() - start))
             exact = np.argsort(-(vectors @ row))[:10]
-            recall.append(len({h.id for h in hnsw} & {vids[j] for j in exact}) / 10)
+            recall.append(len({h.id for h in found} & {vids[j] for j in exact}) / 10)
         p50, p95 = np.percentile(times, [50, 95])
         print(f"HNSW settings: {hnsw}\n")
         print("| vectors | add/s | query p50 ms | query p95 ms | recall@10 HNSW vs exact |")
