@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -99,6 +100,8 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"llm-embedder train: {exc}") from exc
     result = train(config)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
+        return 0
     print(
         f"trained {result.global_step} steps ({result.epochs:.2f} epochs, "
         f"{result.samples_per_second:.1f} queries/s, final mean loss {result.train_loss:.4f}); "

@@ -20,7 +20,10 @@ What the recipe adds to `SentenceTransformerTrainer`:
 Each training record gives one example of ``group_size`` keys: its positive (the first listed,
 a random one of ``pos`` or the teacher's best, as the task says) and ``group_size - 1`` negatives
 drawn from its hard negatives (repeated when it has fewer), with the teacher scores of the chosen
-keys. The draw is seeded per record, so it is the same in every run with the same seed.
+keys. The draw is seeded per record, so it is the same in every run with the same seed. Keys
+are identified by ``pos_ids``/``neg_ids`` where the record has them, else by their text; an
+optional ``relevant_ids`` field (every document relevant to the query, e.g. all documents of the
+same API call) widens the false-negative mask beyond ``pos``.
 
 Example:
     >>> config = TrainConfig(data=("qa.jsonl", "tool.jsonl"), output="my-model")  # doctest: +SKIP
@@ -31,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -140,7 +144,8 @@ class TrainConfig:
         lr: Peak learning rate (linear warm-up then linear decay).
         warmup_ratio: Share of the steps spent warming up.
         weight_decay: AdamW weight decay.
-        max_length: Token limit of queries and keys, instruction included.
+        max_length: Token limit of queries and keys in training, instruction included (the
+            saved model keeps the base model's own limit for inference).
         homogeneous: Draw every batch from one task (False: mixed-task batches, the ablation).
         distillation: Use the distillation terms of `TASK_LOSS`; False trains every task with
             the contrastive loss alone (no teacher scores needed).
@@ -296,6 +301,11 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a training config must be a mapping, got {values!r}")
         base = path.resolve().parent
+        floats = {f.name for f in dataclasses.fields(cls) if f.type in ("float", "float | None")}
+        for name in floats & set(values):
+            if isinstance(values[name], str):  # PyYAML reads 2e-5 (no dot) as a string
+                with contextlib.suppress(ValueError):  # else __post_init__ quotes it
+                    values[name] = float(values[name])
         if isinstance(values.get("data"), str):
             values["data"] = [values["data"]]
         if isinstance(values.get("data"), list):
@@ -365,6 +375,16 @@ def _key_ids(record: TrainingRecord) -> list[str]:
     return record.keys
 
 
+def _relevant_ids(record: TrainingRecord) -> list[str]:
+    """The record's optional ``relevant_ids``: every document relevant to the query."""
+    value = record.extra.get("relevant_ids", [])
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise TrainingDataError(
+            f"must be a list of document ids, got {value!r:.80}", field="relevant_ids"
+        )
+    return [str(v) for v in value]
+
+
 def _example(
     record: TrainingRecord, index: int, config: TaskLossConfig, group_size: int, seed: int
 ) -> dict[str, Any] | None:
@@ -391,7 +411,7 @@ def _example(
     else:
         chosen = candidates + rng.choices(candidates, k=need - len(candidates))
     order = [positive, *chosen]
-    relevant = {*record.extra.get("relevant_ids", ()), *ids[:n_pos], ids[positive]}
+    relevant = {*_relevant_ids(record), *ids[:n_pos], ids[positive]}
     example: dict[str, Any] = {"query": record.query}
     for i, k in enumerate(order):
         example[f"key_{i}"] = keys[k]
@@ -405,7 +425,9 @@ def _example(
     return example
 
 
-def _select(records: list[TrainingRecord], config: TaskLossConfig, cap: int | None, seed: int):
+def _select(
+    records: list[TrainingRecord], config: TaskLossConfig, cap: int | None, seed: int
+) -> list[TrainingRecord]:
     """Apply the task's teacher-spread filter and its sample cap."""
     task = records[0].task
     if config.min_teacher_spread is not None:
@@ -657,10 +679,11 @@ def task_loss(
             query_offset=query_offset,
             false_negatives=false_negatives,
         )
-    if config.distillation is not None and labels is None:
+    if config.distillation is None:
+        return total
+    if labels is None:
         raise ValueError(f"{config.distillation} distillation needs teacher scores as labels")
     if config.distillation == "kl":
-        assert labels is not None
         total = total + w_distill * kl_distillation_loss(
             query,
             own_keys,
@@ -668,8 +691,7 @@ def task_loss(
             temperature=config.temperature,
             teacher_temperature=config.teacher_temperature,
         )
-    elif config.distillation == "stabilized":
-        assert labels is not None
+    else:
         total = total + w_distill * stabilized_distillation_loss(
             query,
             batch_keys,
@@ -854,7 +876,6 @@ def _load_model(config: TrainConfig, device: str) -> SentenceTransformer:
         )
         pool = Pooling(transformer.get_embedding_dimension(), pooling_mode="cls")
         model = SentenceTransformer(modules=[transformer, pool, Normalize()], device=device)
-    model.max_seq_length = config.max_length
     # The instructions the model is trained with travel in its config (`LLMEmbedder` "auto").
     model.prompts = {**(model.prompts or {}), **prompts_for(TASKS)}
     return model
@@ -975,7 +996,10 @@ def build_trainer(
         gather_across_devices=config.gather_across_devices,
         mask_false_negatives=config.mask_false_negatives,
     )
-    collator = TaskDataCollator(preprocess_fn=model.preprocess, prompts=prompts)
+    # Training texts are cut to config.max_length; the saved model keeps its own limit.
+    collator = TaskDataCollator(
+        preprocess_fn=model.preprocess, prompts=prompts, max_length=config.max_length
+    )
     trainer = LLMEmbedderTrainer(
         model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator
     )

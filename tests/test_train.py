@@ -1,0 +1,330 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from torch.utils.data import ConcatDataset, SequentialSampler
+
+from llm_embedder_integrations import SHIPPED_MODEL, TASKS, LLMEmbedder
+from llm_embedder_integrations.cli import _train_config, build_parser
+from llm_embedder_integrations.training import (
+    LLMEmbedderLoss,
+    TrainingDataError,
+    TrainingRecord,
+    in_batch_false_negatives,
+    read_jsonl,
+)
+from llm_embedder_integrations.training.losses import (
+    TASK_LOSS,
+    contrastive_loss,
+    stabilized_distillation_loss,
+)
+from llm_embedder_integrations.training.train import (
+    HomogeneousBatchSampler,
+    MultiTaskLoss,
+    TrainConfig,
+    build_examples,
+    build_trainer,
+    train,
+)
+
+EXAMPLE_YAML = Path(__file__).resolve().parents[1] / "examples" / "train.yaml"
+TASK_COLUMN = "_llm_embedder_task"
+
+
+@pytest.fixture(scope="module")
+def toy(data_path) -> dict[str, list[TrainingRecord]]:
+    folder = data_path / "llm_embedder_toy"
+    return {task: read_jsonl(folder / f"{task}.json") for task in TASKS if task in TASK_LOSS}
+
+
+@pytest.fixture(scope="module")
+def all_toy(toy) -> list[TrainingRecord]:
+    return [r for records in toy.values() for r in records]
+
+
+def small_config(tmp_path: Path, **changes) -> TrainConfig:
+    """A few quick CPU steps of the shipped MiniLM on short texts."""
+    settings = {
+        "output": str(tmp_path / "model"),
+        "model": SHIPPED_MODEL,
+        "batch_size": 4,
+        "group_size": 4,
+        "max_length": 48,
+        "device": "cpu",
+        "show_progress": False,
+        "logging_steps": 1,
+    }
+    return TrainConfig(**{**settings, **changes})
+
+
+# Configuration -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lr", 0, "`lr` must be a number > 0, got 0"),
+        ("batch_size", 0, "`batch_size` must be a positive int, got 0"),
+        ("group_size", 1, "`group_size` must be >= 2"),
+        ("precision", "fp8", "`precision` must be one of .*got 'fp8'"),
+        ("device", "tpu", "`device` must be one of .*got 'tpu'"),
+        ("warmup_ratio", 1.5, "`warmup_ratio` must be a number >= 0 and <= 1, got 1.5"),
+        ("homogeneous", "yes", "`homogeneous` must be true or false, got 'yes'"),
+        ("resume", "", "`resume` must be true, false or a checkpoint directory"),
+    ],
+)
+def test_config_rejects_a_bad_value_and_quotes_it(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_config_from_the_example_yaml_resolves_paths_and_takes_overrides():
+    config = TrainConfig.from_yaml(EXAMPLE_YAML, lr=1e-4, epochs=None)
+    assert config.data == (
+        str(EXAMPLE_YAML.parent / "data" / "qa.scored.jsonl"),
+        str(EXAMPLE_YAML.parent / "data" / "tool.jsonl"),
+    )
+    assert config.output == str(EXAMPLE_YAML.parent / "models" / "llm-embedder-minilm")
+    assert (config.lr, config.epochs, config.group_size) == (1e-4, 1, 8)  # None keeps the file's
+    assert config.homogeneous and config.distillation
+
+
+def test_config_names_an_unknown_setting(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("data: [a.jsonl]\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['learning_rate'\]"):
+        TrainConfig.from_yaml(path)
+
+
+def test_yaml_exponent_without_a_dot_is_read_as_a_number(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("lr: 2e-5\n")  # YAML 1.1 (PyYAML) reads this as a string
+    assert TrainConfig.from_yaml(path).lr == 2e-5
+
+
+def test_cli_flags_win_over_the_yaml_file():
+    args = build_parser().parse_args(
+        ["train", "--config", str(EXAMPLE_YAML), "--lr", "3e-5", "--no-homogeneous", "--resume"]
+    )
+    config = _train_config(args)
+    assert (config.lr, config.homogeneous, config.resume, config.batch_size) == (
+        3e-5,
+        False,
+        True,
+        32,
+    )
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path, all_toy):
+    config = small_config(tmp_path, resume=True, max_steps=1)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        train(config, all_toy)
+
+
+# Examples ----------------------------------------------------------------------------------------
+
+
+def test_examples_follow_each_tasks_positive_rule(toy):
+    examples = build_examples([*toy["qa"], *toy["lrlm"]], group_size=4, seed=0)
+    for record, example in zip(toy["qa"], examples["qa"], strict=True):
+        assert example["key_0"] == record.pos[0]  # qa: the first listed
+        assert example["label"][0] == record.teacher_scores[0]
+        assert {example[f"key_{i}"] for i in (1, 2, 3)} <= set(record.neg)
+    for record, example in zip(toy["lrlm"], examples["lrlm"], strict=False):
+        best = int(np.argmax(record.teacher_scores))
+        assert example["key_0"] == record.keys[best]  # lrlm: the teacher's best
+        assert example["label"][0] == max(example["label"])
+    assert all(len(e["key_ids"]) == 4 for e in examples["qa"])
+
+
+def test_lrlm_drops_records_whose_teacher_scores_barely_differ(toy):
+    record = toy["lrlm"][0]
+    flat = dataclasses.replace(record, teacher_scores=[1.0 + 0.001 * i for i in range(64)])
+    assert max(toy["lrlm"][1].teacher_scores) - min(toy["lrlm"][1].teacher_scores) >= 0.1
+    examples = build_examples([flat, toy["lrlm"][1]], group_size=4)
+    assert [e["query"] for e in examples["lrlm"]] == [toy["lrlm"][1].query]
+
+
+def test_distillation_needs_teacher_scores_unless_turned_off(toy):
+    unscored = [dataclasses.replace(r, teacher_scores=None) for r in toy["qa"]]
+    with pytest.raises(TrainingDataError, match="8 of 8 'qa' records have no `teacher_scores`"):
+        build_examples(unscored, group_size=4)
+    examples = build_examples(unscored, group_size=4, distillation=False)
+    assert examples["qa"][0]["label"] == [0.0] * 4
+
+
+def test_relevant_ids_mark_an_in_batch_duplicate_of_the_positive():
+    shared = TrainingRecord(query="q1", task="tool", pos=["doc A"], neg=["x", "y", "z"])
+    other = TrainingRecord(query="q2", task="tool", pos=["doc A"], neg=["u", "v", "w"])
+    examples = build_examples([shared, other], group_size=4)["tool"]
+    ids = [i for e in examples for i in e["key_ids"]]
+    mask = in_batch_false_negatives([set(e["relevant_ids"]) for e in examples], ids, group_size=4)
+    assert mask[0].nonzero().flatten().tolist() == [4]  # the other query's copy of "doc A"
+    assert mask[1].nonzero().flatten().tolist() == [0]
+
+
+# Batches -----------------------------------------------------------------------------------------
+
+
+def batch_tasks(trainer) -> list[list[str]]:
+    return [batch[TASK_COLUMN] for batch in trainer.get_train_dataloader()]
+
+
+def test_every_batch_is_from_one_task_and_carries_its_instruction(tmp_path, all_toy):
+    trainer = build_trainer(small_config(tmp_path), all_toy)
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) == 12  # 8 records per task, 4 per batch
+    assert all(len(set(b[TASK_COLUMN])) == 1 for b in batches)
+    assert sorted({b[TASK_COLUMN][0] for b in batches}) == sorted(TASK_LOSS)
+    tokenizer = trainer.model.tokenizer
+    for batch in batches[:3]:
+        task = batch[TASK_COLUMN][0]
+        for column, instruction in (("query", TASKS[task].query), ("key_2", TASKS[task].key)):
+            prefix = tokenizer(instruction, add_special_tokens=False)["input_ids"]
+            ids = batch[f"{column}_input_ids"][0].tolist()
+            assert ids[1 : 1 + len(prefix)] == prefix  # after [CLS]
+
+
+def test_mixed_batches_hold_several_tasks_each_contiguous(tmp_path, all_toy):
+    trainer = build_trainer(small_config(tmp_path, homogeneous=False), all_toy)
+    tasks = batch_tasks(trainer)
+    assert any(len(set(t)) > 1 for t in tasks)
+    assert all(t == sorted(t) for t in tasks)  # one block per task for the loss
+
+
+def test_with_two_processes_each_step_has_one_task_on_both():
+    parts = [Dataset.from_dict({"x": list(range(n))}) for n in (14, 20, 8)]
+    concat = ConcatDataset(parts)
+
+    def batches(epoch: int) -> list[list[int]]:
+        samplers = [
+            DefaultBatchSampler(SequentialSampler(p), batch_size=2, drop_last=True) for p in parts
+        ]
+        sampler = HomogeneousBatchSampler(
+            concat, samplers, generator=torch.Generator(), seed=7, num_processes=2
+        )
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    first = batches(0)
+    assert first == batches(0)  # every process computes the same order from the shared seed
+    assert first != batches(1)
+    assert len(first) == 20  # 7 + 10 + 4 batches, each dataset's cut to pairs: 6 + 10 + 4
+    owner = [int(np.searchsorted(concat.cumulative_sizes, b[0], side="right")) for b in first]
+    # Accelerate gives batch 2s of the stream to process 0 and batch 2s + 1 to process 1.
+    assert all(owner[step] == owner[step + 1] for step in range(0, len(first), 2))
+    assert sorted(owner) == [0] * 6 + [1] * 10 + [2] * 4
+
+
+# Loss --------------------------------------------------------------------------------------------
+
+
+def random_columns(n: int, group: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 16, generator=g) for _ in range(group + 1)]
+
+
+def test_multitask_loss_on_one_task_equals_llm_embedder_loss():
+    columns = random_columns(4, 3)
+    labels = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    relevant = [{"k0"}, {"k3", "k0"}, {"k6"}, {"k9"}]
+    ids = [f"k{i}" for i in range(12)]
+    mask = in_batch_false_negatives(relevant, ids, group_size=3)
+    ours = MultiTaskLoss(torch.nn.Identity(), {"qa": TASK_LOSS["qa"]})
+    value = ours.compute_loss_from_embeddings(
+        columns,
+        labels,
+        tasks=["qa"] * 4,
+        key_ids=[ids[i * 3 : i * 3 + 3] for i in range(4)],
+        relevant_ids=[sorted(r) for r in relevant],
+    )
+    reference = LLMEmbedderLoss(torch.nn.Identity(), "qa").compute_loss_from_embeddings(
+        columns, labels, mask
+    )
+    assert mask.any()
+    torch.testing.assert_close(value, reference)
+
+
+def test_mixed_batch_loss_is_the_query_weighted_mean_over_task_blocks():
+    columns = random_columns(5, 2, seed=3)
+    labels = torch.randn(5, 2, generator=torch.Generator().manual_seed(4))
+    loss = MultiTaskLoss(torch.nn.Identity(), {"qa": TASK_LOSS["qa"], "tool": TASK_LOSS["tool"]})
+    value = loss.compute_loss_from_embeddings(columns, labels, tasks=["qa"] * 2 + ["tool"] * 3)
+    query = torch.nn.functional.normalize(columns[0], dim=-1)
+    keys = torch.nn.functional.normalize(torch.stack(columns[1:], dim=1), dim=-1).reshape(10, -1)
+    # Every key of the batch is an in-batch negative of both blocks; offsets place the targets.
+    qa = stabilized_distillation_loss(query[:2], keys, labels[:2], query_offset=0)
+    tool = contrastive_loss(query[2:], keys, group_size=2, query_offset=2)
+    torch.testing.assert_close(value, (2 * qa + 3 * tool) / 5)
+
+
+# A real training run -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, toy):
+    """Four steps on the 8 toy tool records: one batch of all 8, the same every step."""
+    folder = tmp_path_factory.mktemp("train")
+    config = small_config(
+        folder,
+        batch_size=8,
+        lr=1e-4,
+        warmup_ratio=0.0,
+        max_steps=4,
+        save_steps=4,
+    )
+    return config, train(config, toy["tool"])
+
+
+def test_loss_decreases_over_a_few_steps(trained):
+    _, result = trained
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert len(losses) == 4
+    assert losses[-1] < 0.8 * losses[0]
+    assert result.global_step == 4 and result.examples == {"tool": 8}
+
+
+def test_saved_model_carries_the_instructions_and_loads_with_them(trained):
+    config, result = trained
+    saved = json.loads((result.output / "config_sentence_transformers.json").read_text())
+    for task, pair in TASKS.items():
+        assert saved["prompts"][f"{task}_query"] == pair.query
+        assert saved["prompts"][f"{task}_key"] == pair.key
+    encoder = LLMEmbedder(str(result.output), backend="torch", device="cpu")
+    assert encoder.instructions is True
+    assert encoder.max_length == 256  # trained on 48 tokens, keeps the base model's limit
+    text = ["load a pretrained ResNet-50 for image classification"]
+    np.testing.assert_allclose(
+        encoder.encode_queries(text, task="tool"),
+        encoder.encode(text, prefix=TASKS["tool"].query),
+        atol=1e-6,
+    )
+    base = LLMEmbedder(SHIPPED_MODEL, instructions=True, backend="torch", device="cpu")
+    before, after = base.encode_queries(text, "tool"), encoder.encode_queries(text, "tool")
+    assert float((after @ before.T)[0, 0]) < 0.9999  # the weights moved
+    assert [p.name for p in result.output.glob("checkpoint-*")] == ["checkpoint-4"]
+
+
+def test_resume_continues_the_step_count(trained, toy):
+    config, first = trained
+    resumed = train(dataclasses.replace(config, max_steps=5, resume=True), toy["tool"])
+    assert resumed.global_step == 5
+    steps = [h["step"] for h in resumed.log_history if "loss" in h]
+    assert steps == [1, 2, 3, 4, 5]  # the first four come from the checkpoint's state
+    assert resumed.seconds < 10 * first.seconds
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_few_bf16_steps_on_cuda(tmp_path, toy):
+    config = small_config(tmp_path, device="cuda", precision="bf16", max_steps=3, batch_size=8)
+    result = train(config, toy["tool"])
+    assert result.global_step == 3
+    assert all(np.isfinite(h["loss"]) for h in result.log_history if "loss" in h)
