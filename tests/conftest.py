@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
+from llm_embedder_integrations.encoder import shipped_model_path
 from llm_embedder_integrations.evaluation.datasets import ENV_VAR, data_dir
 
 
@@ -37,3 +38,22 @@ def encoder() -> LLMEmbedder:
 def encoder_instr() -> LLMEmbedder:
     """The same loaded model with instructions forced on."""
     return LLMEmbedder(SHIPPED_MODEL, instructions=True)
+
+
+@pytest.fixture
+def plain_bert(tmp_path) -> Path:
+    """The shipped MiniLM's weights as a plain transformers checkpoint (no modules.json)."""
+    import shutil
+
+    plain = tmp_path / "plain-bert"
+    plain.mkdir()
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ):
+        shutil.copy(shipped_model_path() / name, plain / name)
+    return plain

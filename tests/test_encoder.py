@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 
 import numpy as np
@@ -66,19 +65,8 @@ def test_model_saved_with_prompts_turns_instructions_on(encoder, tmp_path):
     assert LLMEmbedder(tmp_path / "tuned", instructions=False).instructions is False
 
 
-def test_plain_bert_checkpoint_gets_cls_pooling(tmp_path):
-    src = shipped_model_path()
-    plain = tmp_path / "plain-bert"
-    plain.mkdir()
-    for name in (
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.txt",
-        "special_tokens_map.json",
-    ):
-        shutil.copy(src / name, plain / name)
+def test_plain_bert_checkpoint_gets_cls_pooling(plain_bert):
+    plain = plain_bert
     enc = LLMEmbedder(plain)
 
     from transformers import AutoModel, AutoTokenizer
