@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from llm_embedder_integrations.training.train import (
     TrainConfig,
     build_examples,
     build_trainer,
+    last_complete_checkpoint,
     train,
 )
 
@@ -124,7 +126,7 @@ def test_cli_flags_win_over_the_yaml_file():
 
 def test_resume_without_a_checkpoint_says_so(tmp_path, all_toy):
     config = small_config(tmp_path, resume=True, max_steps=1)
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="holds no complete checkpoint"):
         train(config, all_toy)
 
 
@@ -319,6 +321,24 @@ def test_resume_continues_the_step_count(trained, toy):
     steps = [h["step"] for h in resumed.log_history if "loss" in h]
     assert steps == [1, 2, 3, 4, 5]  # the first four come from the checkpoint's state
     assert resumed.seconds < 10 * first.seconds
+
+
+def test_resume_skips_a_checkpoint_whose_save_was_interrupted(trained, toy, tmp_path, caplog):
+    config, _ = trained
+    output = tmp_path / "model"
+    shutil.copytree(config.output, output)
+    complete = last_complete_checkpoint(output)  # checkpoint-4, or 5 after the test above
+    step = int(complete.name.rsplit("-", 1)[1])
+    # What a kill inside the trainer's save leaves: weights written, trainer_state.json not yet.
+    partial = output / f"checkpoint-{step + 5}"
+    shutil.copytree(complete, partial)
+    (partial / "trainer_state.json").unlink()
+    assert last_complete_checkpoint(output) == complete
+    changes = {"output": str(output), "max_steps": step + 1, "resume": True}
+    resumed = train(dataclasses.replace(config, **changes), toy["tool"])
+    assert resumed.global_step == step + 1
+    assert "skipping" in caplog.text and partial.name in caplog.text
+    assert partial.is_dir()  # left for the user to inspect, not deleted
 
 
 @pytest.mark.gpu

@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -892,19 +893,41 @@ def _precision_flags(config: TrainConfig, on_cuda: bool) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def _resume_path(config: TrainConfig) -> str | bool | None:
+def last_complete_checkpoint(output: str | os.PathLike[str]) -> Path | None:
+    """The ``checkpoint-<step>`` folder of ``output`` with the highest step that was fully saved.
+
+    The trainer writes ``trainer_state.json`` last: a folder without it is what a process killed
+    while saving leaves behind, and resuming from it would fail. Such folders are skipped with a
+    warning (and left in place, for the user to inspect).
+    """
+    folder = Path(output)
+    if not folder.is_dir():
+        return None
+    steps = {}
+    for path in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            steps[int(match.group(1))] = path
+    for step in sorted(steps, reverse=True):
+        if (steps[step] / "trainer_state.json").is_file():
+            return steps[step]
+        logger.warning(
+            "skipping %s: it holds no trainer_state.json (its save was interrupted)", steps[step]
+        )
+    return None
+
+
+def _resume_path(config: TrainConfig) -> str | None:
     if config.resume is False:
         return None
     if config.resume is True:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(config.output) if Path(config.output).is_dir() else None
+        last = last_complete_checkpoint(config.output)
         if last is None:
             raise FileNotFoundError(
-                f"`resume` is true but {config.output!r} holds no checkpoint-<step> folder; train "
-                "without resume first, or pass a checkpoint path"
+                f"`resume` is true but {config.output!r} holds no complete checkpoint-<step> "
+                "folder; train without resume first, or pass a checkpoint path"
             )
-        return last
+        return str(last)
     if not Path(config.resume).is_dir():
         raise FileNotFoundError(f"checkpoint {config.resume!r} does not exist")
     return config.resume

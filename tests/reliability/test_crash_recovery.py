@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _writer import doc_id, synthetic
 
@@ -208,3 +209,88 @@ def test_score_stops_at_a_bad_line_keeps_what_it_scored_and_resumes_once_fixed(t
     assert main(command) == 0
     assert out.read_bytes().startswith(kept)
     assert [r.query_id for r in read_jsonl(out)] == [0, 1, 2, 3]
+
+
+# -- llm-embedder train ---------------------------------------------------------------------------
+
+TRAIN_STEPS = 12
+
+
+def _train_yaml(tmp_path: Path, data_path: Path, output: Path) -> Path:
+    """A short CPU run of the shipped MiniLM on the toy tool records, a checkpoint every 2 steps."""
+    settings = {
+        "data": [str(data_path / "llm_embedder_toy" / "tool.json")],
+        "output": str(output),
+        "model": SHIPPED_MODEL,
+        "max_steps": TRAIN_STEPS,
+        "batch_size": 4,
+        "group_size": 4,
+        "max_length": 48,
+        "lr": 1e-4,
+        "device": "cpu",
+        "save_steps": 2,
+        "save_total_limit": 2,
+        "logging_steps": 1,
+        "seed": 7,
+    }
+    path = tmp_path / f"{output.name}.yaml"
+    path.write_text(json.dumps(settings))  # YAML is a superset of JSON
+    return path
+
+
+def _logged_losses(checkpoint: Path) -> dict[int, float]:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+
+
+def test_train_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path, data_path, capsys):
+    output = tmp_path / "killed"
+    config = _train_yaml(tmp_path, data_path, output)
+    command = [
+        sys.executable,
+        "-m",
+        "llm_embedder_integrations",
+        "train",
+        "--config",
+        str(config),
+        "--no-progress",
+    ]
+    with (tmp_path / "train.err").open("w") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, env=_child_env()
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (output / "checkpoint-4" / "trainer_state.json").is_file():
+            if process.poll() is not None:
+                log = (tmp_path / "train.err").read_text()[-2000:]
+                pytest.fail(f"train exited ({process.returncode}) before the kill:\n{log}")
+            assert time.monotonic() < deadline, "train too slow to start"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in output.glob("checkpoint-*"))
+    with capsys.disabled():  # shown with -s
+        print(f"checkpoints when killed: {left}")
+    assert f"checkpoint-{TRAIN_STEPS}" not in left, "the kill came too late to test resuming"
+
+    assert main(["train", "--config", str(config), "--resume", "--no-progress"]) == 0
+    assert "trained 12 steps" in capsys.readouterr().err
+    resumed = _logged_losses(output / f"checkpoint-{TRAIN_STEPS}")
+    assert sorted(resumed) == list(range(1, TRAIN_STEPS + 1))  # every step once
+
+    # The same run without the kill: the resumed one continues it exactly (data order, seed).
+    straight = tmp_path / "straight"
+    config_straight = _train_yaml(tmp_path, data_path, straight)
+    assert main(["train", "--config", str(config_straight), "--no-progress"]) == 0
+    expected = _logged_losses(straight / f"checkpoint-{TRAIN_STEPS}")
+    assert resumed == pytest.approx(expected, rel=1e-4)
+    encoder = LLMEmbedder(str(output), backend="torch", device="cpu")
+    reference = LLMEmbedder(str(straight), backend="torch", device="cpu")
+    text = ["load a pretrained ResNet-50 for image classification"]
+    np.testing.assert_allclose(
+        encoder.encode_queries(text, "tool"), reference.encode_queries(text, "tool"), atol=1e-4
+    )
