@@ -209,10 +209,37 @@ def _pick_device(device: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def _pick_dtype(precision: Precision, device: torch.device) -> torch.dtype:
+_NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX).
+
+    Read from the kernel's CPU flags (Linux); elsewhere False. Without these instructions
+    oneDNN emulates bf16, which is slower than fp32.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return not _NATIVE_BF16_FLAGS.isdisjoint(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return False
+
+
+def _pick_dtype(precision: Precision, device: torch.device, backend: Backend) -> torch.dtype:
+    """The torch dtype of ``precision``.
+
+    ``"auto"``: bf16 (or fp16) on CUDA; on a CPU, bf16 where the backend is left to choose and
+    the CPU computes bf16 natively (measured 1.6x ONNX fp32 at top-10 agreement 0.995), fp32
+    otherwise.
+    """
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and backend == "auto" and cpu_has_native_bf16():
+            return torch.bfloat16
         return torch.float32
     return _DTYPES[precision]
 
@@ -291,7 +318,8 @@ class LLMEmbedder:
             (BAAI/llm-embedder, and models saved by this package's trainer, which carry them as
             sentence-transformers prompts) and off otherwise; ``True``/``False`` forces it.
         device: ``"cuda"``, ``"mps"``, ``"cpu"``...; None picks the best available.
-        precision: ``"auto"`` is bf16 (or fp16) on CUDA and fp32 elsewhere.
+        precision: ``"auto"`` is bf16 (or fp16) on CUDA; on a CPU it is bf16 when ``backend``
+            is ``"auto"`` and the CPU computes bf16 natively (AVX512-BF16 or AMX), else fp32.
         batch_size: Texts per forward pass.
         max_length: Token limit per text (instruction included); None uses the model's.
         pooling: ``"auto"`` uses the model's sentence-transformers config, and CLS pooling for a
@@ -300,7 +328,8 @@ class LLMEmbedder:
         backend: ``"torch"``; ``"onnx"`` (onnxruntime, fp32: the same vectors, less overhead per
             call) or ``"onnx-int8"`` (dynamic int8 weights: faster, slightly different vectors),
             exported once and cached next to the model; ``"auto"`` is ``"onnx"`` on a CPU with
-            fp32 precision and ``"torch"`` otherwise.
+            fp32 precision and ``"torch"`` otherwise (so torch bf16 on a CPU with native bf16,
+            the fastest there).
         cache: Path of an SQLite embedding cache (see :class:`EmbeddingCache`), or a cache
             object; None disables it. Unchanged texts are then never encoded twice.
     """
@@ -338,7 +367,7 @@ class LLMEmbedder:
 
         self.resolved = resolve_model(model)
         self.device = _pick_device(device)
-        self.dtype = _pick_dtype(precision, self.device)
+        self.dtype = _pick_dtype(precision, self.device, backend)
         self.batch_size = batch_size
         self.show_progress = show_progress
         self._st = _load_sentence_transformer(self.resolved, self.device, self.dtype, pooling)

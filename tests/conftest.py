@@ -30,14 +30,18 @@ def data_path() -> Path:
 
 @pytest.fixture(scope="session")
 def encoder() -> LLMEmbedder:
-    """The shipped all-MiniLM-L6-v2; instructions "auto" leave them off for it."""
-    return LLMEmbedder(SHIPPED_MODEL)
+    """The shipped all-MiniLM-L6-v2; instructions "auto" leave them off for it.
+
+    ONNX fp32, the same on every CPU (``backend="auto"`` picks torch bf16 on a CPU with native
+    bf16: test_backends.py covers that choice), so exact comparisons hold everywhere.
+    """
+    return LLMEmbedder(SHIPPED_MODEL, backend="onnx")
 
 
 @pytest.fixture(scope="session")
 def encoder_instr() -> LLMEmbedder:
     """The same loaded model with instructions forced on."""
-    return LLMEmbedder(SHIPPED_MODEL, instructions=True)
+    return LLMEmbedder(SHIPPED_MODEL, instructions=True, backend="onnx")
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
+from llm_embedder_integrations import encoder as encoder_module
 from llm_embedder_integrations.cache import EmbeddingCache
 from llm_embedder_integrations.encoder import shipped_model_path
 
@@ -32,9 +34,41 @@ def model_copy(tmp_path):
     return dst
 
 
-def test_auto_is_onnx_on_cpu_fp32_and_torch_otherwise():
-    assert LLMEmbedder(SHIPPED_MODEL).backend == "onnx"
+def test_auto_is_torch_bf16_on_a_native_bf16_cpu_and_onnx_fp32_on_others(monkeypatch):
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    native = LLMEmbedder(SHIPPED_MODEL)
+    assert (native.backend, native.dtype) == ("torch", torch.bfloat16)
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
+    emulated = LLMEmbedder(SHIPPED_MODEL)
+    assert (emulated.backend, emulated.dtype) == ("onnx", torch.float32)
     assert LLMEmbedder(SHIPPED_MODEL, precision="bf16").backend == "torch"
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "onnx-int8"])
+def test_a_backend_chosen_by_the_user_keeps_fp32_on_any_cpu(monkeypatch, backend):
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    assert LLMEmbedder(SHIPPED_MODEL, backend=backend).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse avx2 avx512f avx512bw avx512_vnni", False),
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", True),
+        ("fpu sse avx2 amx_bf16 amx_tile", True),
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    assert encoder_module.cpu_has_native_bf16(cpuinfo) is native
+    assert encoder_module.cpu_has_native_bf16(tmp_path / "absent") is False
+
+
+def test_auto_bf16_vectors_agree_with_fp32(monkeypatch, torch_encoder):
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    cosine = (LLMEmbedder(SHIPPED_MODEL).encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(axis=1)
+    assert cosine.min() > 0.99
 
 
 def test_onnx_fp32_gives_the_torch_vectors(torch_encoder):
