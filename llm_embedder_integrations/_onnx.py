@@ -44,8 +44,17 @@ def onnx_path(model_dir: Path | None, model_id: str, quantized: bool) -> Path:
     return _CACHE_HOME / "onnx" / digest / name
 
 
+GRAPH_VERSION = 2
+"""Inputs of the exported graph: 2 added ``pooling_mask`` (older exports are redone)."""
+
+
 class _Graph(torch.nn.Module):
-    """The model as a function of its tokenizer outputs, for tracing."""
+    """The model as a function of its tokenizer outputs and a pooling mask, for tracing.
+
+    The transformer sees the real attention mask; the modules after it (pooling,
+    normalisation) see ``pooling_mask``, which leaves instruction tokens out of the pooling
+    for models that pool over the text alone (it equals the attention mask otherwise).
+    """
 
     def __init__(self, st: Any, columns: tuple[str, ...]) -> None:
         super().__init__()
@@ -53,7 +62,13 @@ class _Graph(torch.nn.Module):
         self.columns = columns
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.st(dict(zip(self.columns, inputs, strict=True)))["sentence_embedding"]
+        *tokens, pooling_mask = inputs
+        first, *rest = list(self.st)
+        features = first(dict(zip(self.columns, tokens, strict=True)))
+        features["attention_mask"] = pooling_mask
+        for module in rest:
+            features = module(features)
+        return features["sentence_embedding"]
 
 
 def _atomic_target(path: Path) -> Path:
@@ -69,14 +84,15 @@ def _export(st: Any, columns: tuple[str, ...], path: Path) -> None:
         ["an example", "another, longer example text"], padding=True, return_tensors="pt"
     )
     tmp = _atomic_target(path)
-    axes = {c: {0: "batch", 1: "sequence"} for c in columns}
+    names = [*columns, "pooling_mask"]
+    axes = {c: {0: "batch", 1: "sequence"} for c in names}
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as dynamic
         torch.onnx.export(
             _Graph(cpu, columns).eval(),
-            tuple(sample[c] for c in columns),
+            (*(sample[c] for c in columns), sample["attention_mask"]),
             str(tmp),
-            input_names=list(columns),
+            input_names=names,
             output_names=["sentence_embedding"],
             dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
             opset_version=17,
@@ -125,7 +141,11 @@ class OnnxRunner:
 
         fp32 = onnx_path(model_dir, model_id, quantized=False)
         stamp = fp32.with_suffix(".json")
-        want: dict[str, Any] = {"model": model_id, "columns": list(columns)}
+        want: dict[str, Any] = {
+            "model": model_id,
+            "columns": list(columns),
+            "graph": GRAPH_VERSION,
+        }
         if model_dir is not None:
             want["weights"] = _weights_fingerprint(model_dir)
         have = json.loads(stamp.read_text()) if stamp.is_file() else None
@@ -146,7 +166,13 @@ class OnnxRunner:
         self.columns = columns
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Sentence embeddings (not normalised) of padded int64 features."""
+    def __call__(self, features: dict[str, np.ndarray], prompt_length: int = 0) -> np.ndarray:
+        """Sentence embeddings (not normalised) of padded int64 features.
+
+        The first ``prompt_length`` tokens of each row are left out of the pooling.
+        """
         feed = {c: features[c].astype(np.int64, copy=False) for c in self.columns}
+        pooling_mask = features["attention_mask"].astype(np.int64, copy=True)
+        pooling_mask[:, :prompt_length] = 0
+        feed["pooling_mask"] = pooling_mask
         return self._session.run(None, feed)[0]

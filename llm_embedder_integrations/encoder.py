@@ -259,6 +259,17 @@ def _has_st_config(source: str, local_files_only: bool) -> bool:
     return True
 
 
+def pools_instructions(st: Any) -> bool:
+    """Whether ``st`` pools over the instruction tokens too (False: over the text alone).
+
+    sentence-transformers' ``Pooling(include_prompt=False)`` leaves the prompt out of the
+    mean; this package's trainer saves mean-pooled models that way, so that an instruction
+    steers the text's token embeddings without being averaged into them (with CLS pooling, as
+    LLM-Embedder, it acts the same way through attention).
+    """
+    return all(getattr(module, "include_prompt", True) for module in st)
+
+
 _models: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
 
@@ -382,6 +393,8 @@ class LLMEmbedder:
         )
         # The model's own saved prompts win over the table: they are what it was trained with.
         self._prompts = {**prompts_for(), **saved}
+        self.pools_instructions = pools_instructions(self._st)
+        self._prompt_lengths: dict[str, int] = {}
         if backend == "auto":
             on_cpu_fp32 = self.device.type == "cpu" and self.dtype == torch.float32
             backend = "onnx" if on_cpu_fp32 else "torch"
@@ -485,7 +498,20 @@ class LLMEmbedder:
                 UserWarning,
                 stacklevel=3,
             )
-        return self._forward(batch)
+        return self._forward(batch, self._prompt_length(prefix))
+
+    def _prompt_length(self, prefix: str) -> int:
+        """Leading tokens to leave out of pooling (0 when the model pools over instructions).
+
+        [CLS] and the instruction, counted as sentence-transformers counts a prompt.
+        """
+        if not prefix or self.pools_instructions:
+            return 0
+        if prefix not in self._prompt_lengths:
+            ids = self.tokenizer(prefix)["input_ids"]
+            special = set(self.tokenizer.all_special_ids)
+            self._prompt_lengths[prefix] = len(ids) - (1 if ids and ids[-1] in special else 0)
+        return self._prompt_lengths[prefix]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Number of tokens of each text, special tokens included, without truncation."""
@@ -493,8 +519,11 @@ class LLMEmbedder:
         ids = self.tokenizer(items, truncation=False, padding=False)["input_ids"]
         return [len(x) for x in ids]
 
-    def _forward(self, batch: Any) -> np.ndarray:
-        """Run the model over tokenised inputs, longest first, and return normalised float32."""
+    def _forward(self, batch: Any, prompt_length: int = 0) -> np.ndarray:
+        """Run the model over tokenised inputs, longest first, and return normalised float32.
+
+        The first ``prompt_length`` tokens of each text are left out of the pooling.
+        """
         lengths = [len(ids) for ids in batch["input_ids"]]
         order = np.argsort(lengths, kind="stable")[::-1]
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
@@ -508,16 +537,19 @@ class LLMEmbedder:
             for start in starts:
                 idx = order[start : start + self.batch_size]
                 rows = {c: [batch[c][i] for i in idx] for c in self._columns}
-                out[idx] = self._run(rows)
+                out[idx] = self._run(rows, prompt_length)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
-    def _run(self, rows: dict[str, list[list[int]]]) -> np.ndarray:
+    def _run(self, rows: dict[str, list[list[int]]], prompt_length: int = 0) -> np.ndarray:
         """Sentence embeddings of one batch of token ids (padded here)."""
         if self._onnx is not None:
-            return self._onnx(self.tokenizer.pad(rows, return_tensors="np"))
+            features = self.tokenizer.pad(rows, return_tensors="np")
+            return self._onnx(features, prompt_length)
         features = self.tokenizer.pad(rows, return_tensors="pt")
         features = {k: v.to(self.device) for k, v in features.items()}
+        if prompt_length:
+            features["prompt_length"] = prompt_length  # read by Pooling(include_prompt=False)
         return self._st(features)["sentence_embedding"].float().cpu().numpy()
 
     def save_instructions_to(self, path: str | os.PathLike[str]) -> None:

@@ -162,3 +162,58 @@ def test_saved_prompts_win_over_the_table(tmp_path):
     config = json.loads((tmp_path / "m" / "config_sentence_transformers.json").read_text())
     assert config["prompts"]["qa_query"] == "Q: "
     assert LLMEmbedder(tmp_path / "m").instruction("qa", "query") == "Q: "
+
+
+# Instructions left out of the mean (Pooling(include_prompt=False)) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_pooled_model(tmp_path_factory):
+    """The shipped MiniLM saved to pool over the text alone, as the trainer saves it."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("text-pooled") / "model"
+    shutil.copytree(shipped_model_path(), folder, ignore=shutil.ignore_patterns("onnx"))
+    config = folder / "1_Pooling" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "include_prompt": False}))
+    return folder
+
+
+def _mean_over_text_tokens(model_dir, prefix: str, texts: list[str]) -> np.ndarray:
+    """The naive reference: BERT over instruction + text, mean over the text tokens only."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    bert = AutoModel.from_pretrained(model_dir).eval()
+    skip = len(tok(prefix)["input_ids"]) - 1  # [CLS] + instruction, not the final [SEP]
+    rows = []
+    with torch.inference_mode():
+        for text in texts:
+            ids = tok(prefix + text, return_tensors="pt")
+            hidden = bert(**ids).last_hidden_state[0]
+            rows.append(hidden[skip:].mean(0))
+    return torch.nn.functional.normalize(torch.stack(rows), dim=-1).numpy()
+
+
+def test_a_text_pooled_model_leaves_the_instruction_out_of_the_mean(text_pooled_model):
+    enc = LLMEmbedder(text_pooled_model, instructions=True, backend="torch")
+    assert enc.pools_instructions is False
+    prefix = enc.instruction("qa", "query")
+    expected = _mean_over_text_tokens(text_pooled_model, prefix, TEXTS)
+    np.testing.assert_allclose(enc.encode_queries(TEXTS, "qa"), expected, atol=1e-5)
+    pooled_all = LLMEmbedder(SHIPPED_MODEL, instructions=True, backend="torch")
+    assert pooled_all.pools_instructions is True
+    assert np.abs(pooled_all.encode_queries(TEXTS, "qa") - expected).max() > 0.01
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_leaves_the_instruction_out_the_same_way(text_pooled_model, backend):
+    reference = LLMEmbedder(text_pooled_model, instructions=True, backend="torch")
+    onnx = LLMEmbedder(text_pooled_model, instructions=True, backend=backend)
+    # Each instruction, and none (nothing left out: the plain mean).
+    for prefix in (onnx.instruction("chat", "query"), onnx.instruction("chat", "key"), ""):
+        got, want = onnx.encode(TEXTS, prefix=prefix), reference.encode(TEXTS, prefix=prefix)
+        if backend == "onnx":
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        else:
+            assert (got * want).sum(axis=1).min() > 0.97

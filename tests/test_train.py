@@ -270,6 +270,39 @@ def test_mixed_batch_loss_is_the_query_weighted_mean_over_task_blocks():
 # A real training run -----------------------------------------------------------------------------
 
 
+def test_loss_embeds_each_row_without_its_own_instruction():
+    """Per-row exclusion (any batch) equals sentence-transformers' own (one prompt a batch)."""
+    from llm_embedder_integrations.training.train import _load_model, instruction_token_counts
+
+    model = _load_model(TrainConfig(model=SHIPPED_MODEL), "cpu")
+    assert model[1].include_prompt is False
+    loss = MultiTaskLoss(
+        model,
+        {t: TASK_LOSS[t] for t in ("qa", "chat")},
+        prompt_lengths=instruction_token_counts(model, ["qa", "chat"]),
+    )
+    texts = ["who wrote Hamlet?", "Speaker 1: did you paint again?"]
+    with torch.inference_mode():
+        alone = {
+            task: model(model.preprocess(texts, prompt=TASKS[task].query))["sentence_embedding"]
+            for task in ("qa", "chat")
+        }
+        assert "prompt_length" in model.preprocess(texts, prompt=TASKS["qa"].query)
+        # A mixed column: row 0 carries the qa instruction, row 1 the chat one.
+        mixed = model.preprocess([TASKS["qa"].query + texts[0], TASKS["chat"].query + texts[1]])
+        lengths = [loss.prompt_lengths[("qa", "query")], loss.prompt_lengths[("chat", "query")]]
+        got = loss._embed_text_only(mixed, lengths)
+    torch.testing.assert_close(got[0], alone["qa"][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[1], alone["chat"][1], atol=1e-5, rtol=0)
+
+
+def test_pool_instructions_true_keeps_the_instruction_in_the_mean():
+    from llm_embedder_integrations.training.train import _load_model
+
+    model = _load_model(TrainConfig(model=SHIPPED_MODEL, pool_instructions=True), "cpu")
+    assert model[1].include_prompt is True
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, toy):
     """Four steps on the 8 toy tool records: one batch of all 8, the same every step."""
@@ -312,6 +345,9 @@ def test_saved_model_carries_the_instructions_and_loads_with_them(trained):
     before, after = base.encode_queries(text, "tool"), encoder.encode_queries(text, "tool")
     assert float((after @ before.T)[0, 0]) < 0.9999  # the weights moved
     assert [p.name for p in result.output.glob("checkpoint-*")] == ["checkpoint-4"]
+    pooling = json.loads((result.output / "1_Pooling" / "config.json").read_text())
+    assert pooling["include_prompt"] is False  # mean over the text, instruction left out
+    assert encoder.pools_instructions is False
 
 
 def test_resume_continues_the_step_count(trained, toy):

@@ -62,7 +62,7 @@ from sentence_transformers.sentence_transformer.data_collator import (
 )
 from torch import Tensor, nn
 
-from ..encoder import SHIPPED_MODEL, _has_st_config, resolve_model
+from ..encoder import SHIPPED_MODEL, _has_st_config, pools_instructions, resolve_model
 from ..instructions import TASKS, get_instruction, prompts_for
 from .data import TrainingDataError, TrainingRecord, read_jsonl
 from .losses import (
@@ -153,6 +153,11 @@ class TrainConfig:
         mask_false_negatives: Remove in-batch keys relevant to a query from its softmax.
         gather_across_devices: With several processes, use every process's keys as in-batch
             negatives.
+        pool_instructions: For a mean-pooled model, average the instruction tokens into the
+            embedding too. False (the default) leaves them out of the mean, in training and in
+            the saved model (sentence-transformers' ``Pooling(include_prompt=False)``): the
+            instruction then steers the text through attention only, as with LLM-Embedder's CLS
+            pooling. A CLS-pooled model is unaffected.
         max_samples_per_task: At most this many records per task (a seeded sample); None for
             all, within the task's own cap (`TaskLossConfig.max_samples`).
         precision: ``"auto"`` is bf16 autocast on a CUDA device that supports it (else fp16) and
@@ -184,6 +189,7 @@ class TrainConfig:
     distillation: bool = True
     mask_false_negatives: bool = True
     gather_across_devices: bool = True
+    pool_instructions: bool = False
     max_samples_per_task: int | None = None
     precision: Precision = "auto"
     device: Device = "auto"
@@ -256,6 +262,7 @@ class TrainConfig:
             "gather_across_devices",
             "gradient_checkpointing",
             "show_progress",
+            "pool_instructions",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
@@ -704,6 +711,28 @@ def task_loss(
     return total
 
 
+def _sides(columns: int) -> list[str]:
+    """The side of each column: the queries, then ``columns - 1`` key columns."""
+    return ["query", *["key"] * (columns - 1)]
+
+
+def instruction_token_counts(model: Any, tasks: Sequence[str]) -> dict[tuple[str, str], int]:
+    """Leading tokens of each task's query and key texts: [CLS] and the instruction.
+
+    Counted as sentence-transformers counts a prompt (a trailing [SEP] is not part of it).
+    """
+    tokenizer = model.tokenizer
+    special = set(tokenizer.all_special_ids)
+    counts = {}
+    for task in tasks:
+        pair = get_instruction(task)
+        for side, text in (("query", pair.query), ("key", pair.key)):
+            ids = tokenizer(text)["input_ids"] if text else []
+            n = len(ids) - (1 if ids and ids[-1] in special else 0)
+            counts[(task, side)] = n
+    return counts
+
+
 class MultiTaskLoss(nn.Module):
     """LLM-Embedder's loss over a batch of one or several tasks.
 
@@ -718,6 +747,9 @@ class MultiTaskLoss(nn.Module):
         gather_across_devices: Gather keys (and their ids) from every process.
         mask_false_negatives: Mask in-batch keys relevant to a query.
         normalize: L2-normalise the embeddings (cosine similarity).
+        prompt_lengths: Leading tokens ([CLS] and instruction) of each ``(task, "query" |
+            "key")`` text to leave out of the pooling, row by row (a mixed batch holds several
+            instructions in a column); None pools over every token.
     """
 
     def __init__(
@@ -728,6 +760,7 @@ class MultiTaskLoss(nn.Module):
         gather_across_devices: bool = True,
         mask_false_negatives: bool = True,
         normalize: bool = True,
+        prompt_lengths: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         super().__init__()
         if not configs:
@@ -737,6 +770,7 @@ class MultiTaskLoss(nn.Module):
         self.gather_across_devices = gather_across_devices
         self.mask_false_negatives = mask_false_negatives
         self.normalize = normalize
+        self.prompt_lengths = dict(prompt_lengths) if prompt_lengths else None
 
     def forward(
         self,
@@ -756,10 +790,33 @@ class MultiTaskLoss(nn.Module):
             key_ids: Per query, the ids of its ``G`` keys (for the false-negative mask).
             relevant_ids: Per query, the ids of every key relevant to it.
         """
-        embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        if self.prompt_lengths is None:
+            embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        else:
+            embeddings = [
+                self._embed_text_only(f, [self.prompt_lengths[(t, side)] for t in tasks])
+                for f, side in zip(sentence_features, _sides(len(sentence_features)), strict=True)
+            ]
         return self.compute_loss_from_embeddings(
             embeddings, labels, tasks=tasks, key_ids=key_ids, relevant_ids=relevant_ids
         )
+
+    def _embed_text_only(self, features: dict[str, Tensor], lengths: list[int]) -> Tensor:
+        """Embed with row i's first ``lengths[i]`` tokens left out of the pooling.
+
+        The transformer attends to every token; the modules after it see a pooling mask.
+        """
+        features = {k: v for k, v in features.items() if k != "prompt_length"}
+        first, *rest = list(self.model)
+        out = first(features)
+        mask = out["attention_mask"].clone()
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        cut = torch.tensor(lengths, device=mask.device)
+        mask[positions[None, :] < cut[:, None]] = 0
+        out["attention_mask"] = mask
+        for module in rest:
+            out = module(out)
+        return out["sentence_embedding"]
 
     def compute_loss_from_embeddings(
         self,
@@ -879,6 +936,10 @@ def _load_model(config: TrainConfig, device: str) -> SentenceTransformer:
         model = SentenceTransformer(modules=[transformer, pool, Normalize()], device=device)
     # The instructions the model is trained with travel in its config (`LLMEmbedder` "auto").
     model.prompts = {**(model.prompts or {}), **prompts_for(TASKS)}
+    if not config.pool_instructions:
+        for module in model:
+            if isinstance(module, Pooling) and module.pooling_mode != "cls":
+                module.include_prompt = False  # saved in its config, read back at inference
     return model
 
 
@@ -1018,6 +1079,9 @@ def build_trainer(
         {t: effective_loss_config(t, distillation=config.distillation) for t in counts},
         gather_across_devices=config.gather_across_devices,
         mask_false_negatives=config.mask_false_negatives,
+        prompt_lengths=None
+        if pools_instructions(model)
+        else instruction_token_counts(model, list(counts)),
     )
     # Training texts are cut to config.max_length; the saved model keeps its own limit.
     collator = TaskDataCollator(
