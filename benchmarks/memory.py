@@ -18,6 +18,7 @@ passage from the rest is the current context; the retrieved chunk and its contin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections import defaultdict
@@ -43,12 +44,26 @@ class Row:
     found_all: float
 
 
-def load_locomo_memory(store: ChromaStore):
-    """Add every LoCoMo conversation to ``store``'s chat memory; return what scoring needs."""
+def load_locomo_memory(store: ChromaStore, conversations: int | None = None):
+    """Add the LoCoMo conversations (the first ``conversations``, or all) to ``store``'s chat
+    memory; return what scoring needs."""
     ds = load_dataset("locomo", "all")
+    if conversations is not None:
+        kept = sorted({m["conversation"] for m in ds.doc_metadata.values()})[:conversations]
+        docs = {d for d, m in ds.doc_metadata.items() if m["conversation"] in kept}
+        qids = {q for q, m in ds.metadata.items() if m["conversation"] in kept}
+        ds = dataclasses.replace(
+            ds,
+            corpus={d: t for d, t in ds.corpus.items() if d in docs},
+            queries={q: t for q, t in ds.queries.items() if q in qids},
+            qrels={q: r for q, r in ds.qrels.items() if q in qids},
+            metadata={q: m for q, m in ds.metadata.items() if q in qids},
+            doc_metadata={d: m for d, m in ds.doc_metadata.items() if d in docs},
+        )
     turns: dict[str, list[str]] = defaultdict(list)  # conversation -> turn doc ids in order
+    in_corpus = ((d, ds.doc_metadata[d]) for d in ds.corpus)
     for doc_id, meta in sorted(
-        ds.doc_metadata.items(), key=lambda item: (item[1]["conversation"], item[1]["position"])
+        in_corpus, key=lambda item: (item[1]["conversation"], item[1]["position"])
     ):
         turns[meta["conversation"]].append(doc_id)
     memory = MemoryRetriever(store, task="chat")
@@ -88,10 +103,10 @@ def covered_turns(
     return found, n_chunks, n_tokens
 
 
-def locomo_table(encoder: LLMEmbedder) -> list[Row]:
+def locomo_table(encoder: LLMEmbedder, conversations: int | None = None) -> list[Row]:
     store = ChromaStore(encoder)
     start = time.perf_counter()
-    ds, turns = load_locomo_memory(store)
+    ds, turns = load_locomo_memory(store, conversations)
     # Token counts of the stored chunks, to report the context budget of each method.
     got = store.collection("chat").get(include=["documents"])
     counts = encoder.count_tokens(got["documents"])
@@ -143,14 +158,17 @@ def locomo_table(encoder: LLMEmbedder) -> list[Row]:
     return rows
 
 
-def print_table(rows: list[Row]) -> None:
-    print("| k | method | chunks returned | tokens returned | evidence recall | all evidence |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r.k} | {r.method} | {r.chunks:.2f} | {r.tokens:.0f} | {r.recall:.3f} | "
-            f"{r.found_all:.3f} |"
-        )
+def markdown_table(rows: list[Row]) -> str:
+    lines = [
+        "| k | method | chunks returned | tokens returned | evidence recall | all evidence |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.k} | {r.method} | {r.chunks:.2f} | {r.tokens:.0f} | {r.recall:.3f} | "
+        f"{r.found_all:.3f} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def shakespeare_demo(encoder: LLMEmbedder, width: int = 300) -> None:
@@ -188,7 +206,7 @@ def main() -> None:
     instructions = {"auto": "auto", "on": True, "off": False}[args.instructions]
     encoder = LLMEmbedder(args.model, instructions=instructions)
     print(f"encoder: {encoder!r}")
-    print_table(locomo_table(encoder))
+    print(markdown_table(locomo_table(encoder)))
     if not args.skip_shakespeare:
         shakespeare_demo(encoder)
 

@@ -24,6 +24,15 @@ import nbformat
 NOTEBOOK = Path(__file__).resolve().parent / "retrieval.ipynb"
 
 
+def _relative_paths(nb: nbformat.NotebookNode) -> None:
+    """Show the checkout's files relative to it, and the home folder as ``~``, in outputs."""
+    root, home = f"{NOTEBOOK.parents[1]}/", f"{Path.home()}/"
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = output["text"].replace(root, "").replace(home, "~/")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-queries", type=int, default=None, help="queries per dataset")
@@ -51,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     ).execute()
+    _relative_paths(nb)
     nbformat.write(nb, args.output)
     print(
         f"executed in {time.perf_counter() - started:.0f} s; saved {args.output}", file=sys.stderr

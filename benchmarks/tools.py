@@ -27,6 +27,7 @@ import torch
 
 from llm_embedder_integrations import ChromaStore, LLMEmbedder
 from llm_embedder_integrations.evaluation import data_dir, evaluate_rankings, load_dataset
+from llm_embedder_integrations.evaluation.runner import cap_queries
 from llm_embedder_integrations.lexical import BM25Index
 from llm_embedder_integrations.tools import ToolRouter
 
@@ -68,9 +69,9 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return statistics.median(times) * 1000, cuts[18] * 1000
 
 
-def route_latency(router: ToolRouter, requests: list[str], args: argparse.Namespace) -> dict:
+def route_latency(router: ToolRouter, requests: list[str], n: int) -> dict:
     """Times of one `route` call, and of its index search alone (query already encoded)."""
-    requests = requests[: args.latency_requests]
+    requests = requests[:n]
     router.route(requests[0], k=5)  # warm-up
     full, search = [], []
     for request in requests:
@@ -90,21 +91,16 @@ def route_latency(router: ToolRouter, requests: list[str], args: argparse.Namesp
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model name or path (default: auto)")
-    parser.add_argument("--instructions", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--latency-requests", type=int, default=200)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    instructions = {"auto": "auto", "on": True, "off": False}[args.instructions]
-    encoder = LLMEmbedder(args.model, instructions=instructions, show_progress=False)
-
+def routing_rows(
+    encoder: LLMEmbedder, *, max_queries: int | None = None, latency_requests: int = 200
+) -> tuple[list[tuple], dict]:
+    """Router and BM25 scores per hub, split and tool text; route latency over TensorFlow Hub."""
     rows, latency = [], {}
     for framework in ("torchhub", "tensorflow"):
-        splits = {s: load_dataset(f"gorilla_{framework}", s) for s in ("test", "all")}
+        splits = {
+            s: cap_queries(load_dataset(f"gorilla_{framework}", s), max_queries)
+            for s in ("test", "all")
+        }
         for parameters in (False, True):
             router = ToolRouter(ChromaStore(encoder), exact=True)  # quality: exact search
             tools = gorilla_tools(framework, parameters=parameters)
@@ -125,28 +121,52 @@ def main() -> None:
                 rows.append((framework, split, len(qids), text, ours, bm25))
             if framework == "tensorflow" and parameters:
                 router.exact = False  # latency: the HNSW index, as a router uses by default
-                latency = route_latency(router, list(splits["all"].queries.values()), args)
+                requests = list(splits["all"].queries.values())
+                latency = route_latency(router, requests, latency_requests)
                 latency["index_s"] = index_s
+    return rows, latency
 
-    print(
-        f"Model: {encoder.model_id} ({encoder.backend} backend), instructions "
-        f"{'on' if encoder.instructions else 'off'}, torch threads {torch.get_num_threads()}\n"
-    )
-    print(
+
+def routing_table(rows: list[tuple]) -> str:
+    lines = [
         "| hub | split | queries | tool text | router acc@1 | acc@5 | nDCG@5 "
-        "| BM25 acc@1 | acc@5 | nDCG@5 |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+        "| BM25 acc@1 | acc@5 | nDCG@5 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for framework, split, n, text, ours, bm25 in rows:
         cells = [f"{ours[m]:.3f}" for m in ("acc@1", "acc@5", "ndcg@5")]
         cells += [f"{bm25[m]:.3f}" for m in ("acc@1", "acc@5", "ndcg@5")]
-        print(f"| {framework} | {split} | {n} | {text} | " + " | ".join(cells) + " |")
-    print(
-        f"\nLatency over {latency['tools']} TensorFlow Hub tools ({latency['n']} requests, k=5, "
+        lines.append(f"| {framework} | {split} | {n} | {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latency_line(latency: dict) -> str:
+    return (
+        f"Latency over {latency['tools']} TensorFlow Hub tools ({latency['n']} requests, k=5, "
         f"HNSW): route (encode + search) p50 {latency['route'][0]:.1f} ms, "
         f"p95 {latency['route'][1]:.1f} ms; index search alone p50 {latency['search'][0]:.2f} ms, "
         f"p95 {latency['search'][1]:.2f} ms. Indexing the tools took {latency['index_s']:.1f} s."
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model name or path (default: auto)")
+    parser.add_argument("--instructions", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--latency-requests", type=int, default=200)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    instructions = {"auto": "auto", "on": True, "off": False}[args.instructions]
+    encoder = LLMEmbedder(args.model, instructions=instructions, show_progress=False)
+    rows, latency = routing_rows(encoder, latency_requests=args.latency_requests)
+    print(
+        f"Model: {encoder.model_id} ({encoder.backend} backend), instructions "
+        f"{'on' if encoder.instructions else 'off'}, torch threads {torch.get_num_threads()}\n"
+    )
+    print(routing_table(rows))
+    print(f"\n{latency_line(latency)}")
 
 
 if __name__ == "__main__":
