@@ -18,9 +18,10 @@ length): a ``<stem>.scored.jsonl`` already in ``<workdir>/data`` (scored elsewhe
 with ``llm-embedder score``) is used as it is.
 
 Usage:
-    python benchmarks/finetune.py --workdir /tmp/finetune --threads 1        # all stages
-    python benchmarks/finetune.py --workdir /tmp/finetune --stage convert    # records only
-    python benchmarks/finetune.py --workdir /tmp/finetune --scored-queries 60 --max-queries 60
+    python benchmarks/finetune.py --workdir runs/finetune --max-queries 300 \
+        --scored-queries 200 --epochs 2 --lr 3e-5                    # the README's table
+    python benchmarks/finetune.py --workdir runs/finetune --stage convert    # records only
+    python benchmarks/finetune.py --workdir runs/finetune --variants finetuned   # (d) only
 
 On a shared CPU, ``--threads 1`` (one torch thread) was 2-5x faster than the default here.
 """
@@ -43,6 +44,7 @@ from llm_embedder_integrations.evaluation.datasets import load_dataset
 from llm_embedder_integrations.evaluation.runner import (
     TASK_DATASETS,
     benchmark_dataset,
+    cap_corpus,
     cap_queries,
 )
 from llm_embedder_integrations.llm import LocalLLM
@@ -165,7 +167,8 @@ VARIANTS: dict[str, dict[str, bool]] = {
 def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:
     """Train the three variants (a finished one is reused); return their run summaries."""
     summaries: dict[str, dict[str, Any]] = {}
-    for name, changes in VARIANTS.items():
+    for name in args.variants:
+        changes = VARIANTS[name]
         output = args.workdir / "models" / name
         summary_path = args.workdir / f"train_{name}.json"
         if summary_path.exists() and (output / "llm_embedder_training.json").exists():
@@ -211,7 +214,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "base": LLMEmbedder(SHIPPED_MODEL, instructions=False),
         "base+instr": LLMEmbedder(SHIPPED_MODEL, instructions=True),
     }
-    for name in VARIANTS:
+    for name in args.variants:
         encoder = LLMEmbedder(str(args.workdir / "models" / name))
         if not encoder.instructions:
             raise RuntimeError(f"{name}: the trained model did not load with its instructions")
@@ -223,6 +226,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     for task, specs in TASK_DATASETS.items():
         for spec in specs:
             ds = load_dataset(spec.name, "test", **spec.options)
+            ds = cap_corpus(cap_queries(ds, args.eval_queries), args.eval_docs)
             scores: dict[str, dict[str, float]] = {}
             for index, (name, encoder) in enumerate(encoders.items()):
                 rows = benchmark_dataset(
@@ -241,10 +245,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
     """One line per dataset, one column per system: MRR@10 / nDCG@10."""
-    head = ["task: dataset", *(TITLES[s] for s in SYSTEMS)]
+    systems = [s for s in SYSTEMS if all(s in scores for scores in table.values())]
+    head = ["task: dataset", *(TITLES[s] for s in systems)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for label, scores in table.items():
-        cells = [f"{scores[s]['mrr@10']:.3f} / {scores[s]['ndcg@10']:.3f}" for s in SYSTEMS]
+        cells = [f"{scores[s]['mrr@10']:.3f} / {scores[s]['ndcg@10']:.3f}" for s in systems]
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines)
 
@@ -273,6 +278,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="queries per batch")
     parser.add_argument("--lr", type=float, default=2e-5, help="peak learning rate")
     parser.add_argument("--max-length", type=int, default=128, help="training token limit")
+    parser.add_argument(
+        "--eval-queries", type=int, default=None, help="test queries per dataset (all: None)"
+    )
+    parser.add_argument(
+        "--eval-docs",
+        type=int,
+        default=None,
+        help="test documents per dataset, judged ones kept (a quick run; scores not comparable)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="training runs to make and compare (default: all three)",
+    )
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)"

@@ -1,7 +1,8 @@
-"""Execute benchmarks/retrieval.ipynb at full scale and save it with its outputs.
+"""Execute benchmarks/retrieval.ipynb (or another benchmark notebook) and save its outputs.
 
     python benchmarks/run_retrieval.py                       # every query, saved in place
     python benchmarks/run_retrieval.py --max-queries 10 --max-docs 100 --output /tmp/small.ipynb
+    python benchmarks/run_retrieval.py --notebook benchmarks/finetune.ipynb
 
 The notebook runs in the ``python3`` kernel of the interpreter running this script (jupyter_client
 resolves the kernel's ``python`` to ``sys.executable``), so run it with the project's virtual
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-queries", type=int, default=None, help="queries per dataset")
     parser.add_argument("--max-docs", type=int, default=None, help="documents per dataset")
-    parser.add_argument("--output", type=Path, default=NOTEBOOK, help="where to save it")
+    parser.add_argument("--notebook", type=Path, default=NOTEBOOK, help="the notebook to run")
+    parser.add_argument("--output", type=Path, default=None, help="where to save it (in place)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args(argv)
 
@@ -52,19 +54,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{option.replace('_', '-')} must be a positive int, got {value}")
         else:
             os.environ[variable] = str(value)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    notebook = args.notebook.resolve()
+    nb = nbformat.read(notebook, as_version=4)
     started = time.perf_counter()
     nbclient.NotebookClient(
         nb,
         kernel_name="python3",
         timeout=args.timeout,
-        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        resources={"metadata": {"path": str(notebook.parent)}},
     ).execute()
     _relative_paths(nb)
-    nbformat.write(nb, args.output)
-    print(
-        f"executed in {time.perf_counter() - started:.0f} s; saved {args.output}", file=sys.stderr
-    )
+    output = args.output or notebook
+    nbformat.write(nb, output)
+    print(f"executed in {time.perf_counter() - started:.0f} s; saved {output}", file=sys.stderr)
     return 0
 
 

@@ -467,6 +467,8 @@ class LLMEmbedder:
         """Encode ``texts`` with ``prefix`` prepended to each, as is.
 
         Texts longer than ``max_length`` tokens are cut, with one warning per call saying how many.
+        A model that pools over the text alone (``pools_instructions`` False) leaves the
+        prefix's tokens out of the pooling.
         """
         items = validate_texts(texts, what)
         if not items:

@@ -181,8 +181,9 @@ class LocalLlamaIndexLLM(CustomLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer ``prompt`` as one user turn."""
-        text = self._llm.chat([{"role": "user", "content": prompt}],
-                              max_new_tokens=self.max_new_tokens)
+        text = self._llm.chat(
+            [{"role": "user", "content": prompt}], max_new_tokens=self.max_new_tokens
+        )
         return CompletionResponse(text=text)
 
     @llm_completion_callback()

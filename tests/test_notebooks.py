@@ -27,6 +27,11 @@ EXPECTED_OUTPUTS = {
         "| locomo | model |",
         "image/png",
     ],
+    "finetune.ipynb": [
+        "| qa: xquad |",
+        "| (f) no distill. |",
+        "image/png",
+    ],
 }
 
 
