@@ -270,6 +270,17 @@ def pools_instructions(st: Any) -> bool:
     return all(getattr(module, "include_prompt", True) for module in st)
 
 
+def leading_tokens(tokenizer: Any, prefix: str) -> int:
+    """Tokens ``prefix`` takes at the start of a text: [CLS] and its own, not a final [SEP].
+
+    Counted as sentence-transformers counts a prompt; 0 for an empty prefix.
+    """
+    if not prefix:
+        return 0
+    ids = tokenizer(prefix)["input_ids"]
+    return len(ids) - (1 if ids and ids[-1] in set(tokenizer.all_special_ids) else 0)
+
+
 _models: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
 
@@ -510,9 +521,7 @@ class LLMEmbedder:
         if not prefix or self.pools_instructions:
             return 0
         if prefix not in self._prompt_lengths:
-            ids = self.tokenizer(prefix)["input_ids"]
-            special = set(self.tokenizer.all_special_ids)
-            self._prompt_lengths[prefix] = len(ids) - (1 if ids and ids[-1] in special else 0)
+            self._prompt_lengths[prefix] = leading_tokens(self.tokenizer, prefix)
         return self._prompt_lengths[prefix]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

@@ -62,7 +62,13 @@ from sentence_transformers.sentence_transformer.data_collator import (
 )
 from torch import Tensor, nn
 
-from ..encoder import SHIPPED_MODEL, _has_st_config, pools_instructions, resolve_model
+from ..encoder import (
+    SHIPPED_MODEL,
+    _has_st_config,
+    leading_tokens,
+    pools_instructions,
+    resolve_model,
+)
 from ..instructions import TASKS, get_instruction, prompts_for
 from .data import TrainingDataError, TrainingRecord, read_jsonl
 from .losses import (
@@ -717,19 +723,12 @@ def _sides(columns: int) -> list[str]:
 
 
 def instruction_token_counts(model: Any, tasks: Sequence[str]) -> dict[tuple[str, str], int]:
-    """Leading tokens of each task's query and key texts: [CLS] and the instruction.
-
-    Counted as sentence-transformers counts a prompt (a trailing [SEP] is not part of it).
-    """
-    tokenizer = model.tokenizer
-    special = set(tokenizer.all_special_ids)
+    """Leading tokens of each task's query and key texts: [CLS] and the instruction."""
     counts = {}
     for task in tasks:
         pair = get_instruction(task)
-        for side, text in (("query", pair.query), ("key", pair.key)):
-            ids = tokenizer(text)["input_ids"] if text else []
-            n = len(ids) - (1 if ids and ids[-1] in special else 0)
-            counts[(task, side)] = n
+        counts[(task, "query")] = leading_tokens(model.tokenizer, pair.query)
+        counts[(task, "key")] = leading_tokens(model.tokenizer, pair.key)
     return counts
 
 

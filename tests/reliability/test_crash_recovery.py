@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,30 @@ def _lines(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
 
     threading.Thread(target=pump, daemon=True).start()
     return lines
+
+
+def _kill_when(command: list[str], log: Path, ready: Callable[[], bool]) -> None:
+    """Run ``command`` in a child process and SIGKILL it as soon as ``ready()`` holds."""
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, env=_child_env()
+        )
+    name = command[3]  # the sub-command of python -m llm_embedder_integrations
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready():
+            if process.poll() is not None:
+                pytest.fail(
+                    f"{name} exited ({process.returncode}) before the kill:\n"
+                    f"{log.read_text()[-2000:]}"
+                )
+            assert time.monotonic() < deadline, f"{name} too slow to start"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
 
 
 def test_store_killed_while_adding_keeps_whole_chunks_and_resumes(tmp_path):
@@ -157,23 +182,11 @@ def test_score_killed_mid_way_resumes_to_a_complete_output(tmp_path, tiny_lm, ca
     write_jsonl(_records(), src)
     arguments = ["score", str(src), str(out), "--llm", str(tiny_lm), "--batch-size", "3"]
     command = [sys.executable, "-m", "llm_embedder_integrations", *arguments]
-    with (tmp_path / "score.err").open("w") as stderr:
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=stderr, env=_child_env()
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not (out.is_file() and out.read_bytes().count(b"\n") >= 5):
-            if process.poll() is not None:
-                log = (tmp_path / "score.err").read_text()[-2000:]
-                pytest.fail(f"score exited ({process.returncode}) before the kill:\n{log}")
-            assert time.monotonic() < deadline, "score too slow to start"
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+    _kill_when(
+        command,
+        tmp_path / "score.err",
+        lambda: out.is_file() and out.read_bytes().count(b"\n") >= 5,
+    )
     killed = out.read_bytes()
     kept = killed[: killed.rfind(b"\n") + 1]  # the complete lines written before the kill
     done = kept.count(b"\n")
@@ -255,23 +268,11 @@ def test_train_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path, data
         str(config),
         "--no-progress",
     ]
-    with (tmp_path / "train.err").open("w") as stderr:
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=stderr, env=_child_env()
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not (output / "checkpoint-4" / "trainer_state.json").is_file():
-            if process.poll() is not None:
-                log = (tmp_path / "train.err").read_text()[-2000:]
-                pytest.fail(f"train exited ({process.returncode}) before the kill:\n{log}")
-            assert time.monotonic() < deadline, "train too slow to start"
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+    _kill_when(
+        command,
+        tmp_path / "train.err",
+        lambda: (output / "checkpoint-4" / "trainer_state.json").is_file(),
+    )
     left = sorted(p.name for p in output.glob("checkpoint-*"))
     with capsys.disabled():  # shown with -s
         print(f"checkpoints when killed: {left}")
