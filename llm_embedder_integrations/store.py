@@ -490,8 +490,8 @@ class ChromaStore:
         collection = self.collection(task)
         if exact:
             return self._exact(collection, vectors, k, where)
-        # Chroma returns fewer than k hits from a smaller (or empty) collection by itself; a
-        # count() first would cost a round trip per search (~15% of a query at 100k vectors).
+        # Chroma returns fewer than k hits from a smaller (or empty) collection by itself. A
+        # count() first cost more than the search at 100k vectors (SQLite counts by scanning).
         result = collection.query(
             query_embeddings=vectors,
             n_results=k,
