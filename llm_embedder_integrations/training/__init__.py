@@ -23,6 +23,7 @@ from .losses import (
     in_batch_false_negatives,
     kl_distillation_loss,
     stabilized_distillation_loss,
+    task_loss,
 )
 from .reward import TEMPLATES, LLMReward, score_file
 from .train import (
@@ -36,7 +37,6 @@ from .train import (
     build_train_dataset,
     build_trainer,
     effective_loss_config,
-    task_loss,
     train,
 )
 

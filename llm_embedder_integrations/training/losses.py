@@ -38,6 +38,7 @@ __all__ = [
     "in_batch_false_negatives",
     "kl_distillation_loss",
     "stabilized_distillation_loss",
+    "task_loss",
 ]
 
 TEMPERATURE = 0.01
@@ -526,6 +527,59 @@ def _need_labels(labels: Tensor | None, what: str) -> Tensor:
     return labels
 
 
+def task_loss(
+    config: TaskLossConfig,
+    query: Tensor,
+    own_keys: Tensor,
+    batch_keys: Tensor,
+    *,
+    query_offset: int,
+    labels: Tensor | None,
+    false_negatives: Tensor | None,
+) -> Tensor:
+    """The loss of one task's queries, as `LLMEmbedderLoss` computes it, at any batch offset.
+
+    Args:
+        config: The task's settings.
+        query: ``(n, D)`` the task's queries.
+        own_keys: ``(n * G, D)`` their own keys, group by group (KL distillation).
+        batch_keys: ``(K, D)`` every key of the (gathered) batch (in-batch negatives).
+        query_offset: Index of the first of these queries among the batch's queries.
+        labels: ``(n, G)`` teacher scores, for the distillation terms.
+        false_negatives: ``(n, K)`` mask of in-batch keys relevant to each query.
+    """
+    w_contrastive, w_distill = config.weights
+    group = own_keys.shape[0] // max(query.shape[0], 1)
+    total = query.new_zeros((), dtype=torch.float32)
+    if config.contrastive:
+        total = total + w_contrastive * contrastive_loss(
+            query,
+            batch_keys,
+            group_size=group,
+            temperature=config.temperature,
+            query_offset=query_offset,
+            false_negatives=false_negatives,
+        )
+    if config.distillation == "kl":
+        total = total + w_distill * kl_distillation_loss(
+            query,
+            own_keys,
+            _need_labels(labels, "KL distillation"),
+            temperature=config.temperature,
+            teacher_temperature=config.teacher_temperature,
+        )
+    elif config.distillation == "stabilized":
+        total = total + w_distill * stabilized_distillation_loss(
+            query,
+            batch_keys,
+            _need_labels(labels, "stabilized distillation"),
+            temperature=config.temperature,
+            query_offset=query_offset,
+            false_negatives=false_negatives,
+        )
+    return total
+
+
 class ContrastiveLoss(_EmbeddingLoss):
     """InfoNCE with in-batch and hard negatives (see `contrastive_loss`)."""
 
@@ -651,41 +705,21 @@ class LLMEmbedderLoss(_EmbeddingLoss):
     ) -> Tensor:
         """The task's loss; ``labels`` are the teacher scores when distillation is on."""
         cfg = self.config
-        query, keys, g = _split(embeddings, self.normalize)
-        w_contrastive, w_distill = cfg.weights
-        total = query.new_zeros((), dtype=torch.float32)
+        query, keys, _ = _split(embeddings, self.normalize)
         gathered, offset = (
             self._gathered(query, keys)
             if cfg.contrastive or cfg.distillation == "stabilized"
             else (keys, 0)
         )
-        if cfg.contrastive:
-            total = total + w_contrastive * contrastive_loss(
-                query,
-                gathered,
-                group_size=g,
-                temperature=cfg.temperature,
-                query_offset=offset,
-                false_negatives=false_negatives,
-            )
-        if cfg.distillation == "kl":
-            total = total + w_distill * kl_distillation_loss(
-                query,
-                keys,
-                _need_labels(labels, "KL distillation"),
-                temperature=cfg.temperature,
-                teacher_temperature=cfg.teacher_temperature,
-            )
-        elif cfg.distillation == "stabilized":
-            total = total + w_distill * stabilized_distillation_loss(
-                query,
-                gathered,
-                _need_labels(labels, "stabilized distillation"),
-                temperature=cfg.temperature,
-                query_offset=offset,
-                false_negatives=false_negatives,
-            )
-        return total
+        return task_loss(
+            cfg,
+            query,
+            keys,
+            gathered,
+            query_offset=offset,
+            labels=labels,
+            false_negatives=false_negatives,
+        )
 
     def get_config_dict(self) -> dict[str, Any]:
         """Settings recorded in model cards by sentence-transformers."""

@@ -74,11 +74,9 @@ from .data import TrainingDataError, TrainingRecord, read_jsonl
 from .losses import (
     TASK_LOSS,
     TaskLossConfig,
-    contrastive_loss,
     gather_with_grad,
     in_batch_false_negatives,
-    kl_distillation_loss,
-    stabilized_distillation_loss,
+    task_loss,
 )
 
 if TYPE_CHECKING:
@@ -95,7 +93,6 @@ __all__ = [
     "build_trainer",
     "build_train_dataset",
     "effective_loss_config",
-    "task_loss",
     "train",
 ]
 
@@ -658,63 +655,6 @@ def _blocks(tasks: Sequence[str]) -> list[tuple[str, int, int]]:
             out.append((tasks[start], start, i))
             start = i
     return out
-
-
-def task_loss(
-    config: TaskLossConfig,
-    query: Tensor,
-    own_keys: Tensor,
-    batch_keys: Tensor,
-    *,
-    query_offset: int,
-    labels: Tensor | None,
-    false_negatives: Tensor | None,
-) -> Tensor:
-    """The loss of one task's queries, as `LLMEmbedderLoss` computes it, at any batch offset.
-
-    Args:
-        config: The task's settings.
-        query: ``(n, D)`` the task's queries.
-        own_keys: ``(n * G, D)`` their own keys, group by group (KL distillation).
-        batch_keys: ``(K, D)`` every key of the (gathered) batch (in-batch negatives).
-        query_offset: Index of the first of these queries among the batch's queries.
-        labels: ``(n, G)`` teacher scores, for the distillation terms.
-        false_negatives: ``(n, K)`` mask of in-batch keys relevant to each query.
-    """
-    w_contrastive, w_distill = config.weights
-    group = own_keys.shape[0] // max(query.shape[0], 1)
-    total = query.new_zeros((), dtype=torch.float32)
-    if config.contrastive:
-        total = total + w_contrastive * contrastive_loss(
-            query,
-            batch_keys,
-            group_size=group,
-            temperature=config.temperature,
-            query_offset=query_offset,
-            false_negatives=false_negatives,
-        )
-    if config.distillation is None:
-        return total
-    if labels is None:
-        raise ValueError(f"{config.distillation} distillation needs teacher scores as labels")
-    if config.distillation == "kl":
-        total = total + w_distill * kl_distillation_loss(
-            query,
-            own_keys,
-            labels,
-            temperature=config.temperature,
-            teacher_temperature=config.teacher_temperature,
-        )
-    else:
-        total = total + w_distill * stabilized_distillation_loss(
-            query,
-            batch_keys,
-            labels,
-            temperature=config.temperature,
-            query_offset=query_offset,
-            false_negatives=false_negatives,
-        )
-    return total
 
 
 def _sides(columns: int) -> list[str]:
