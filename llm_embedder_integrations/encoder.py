@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from . import _cpu
 from .cache import EmbeddingCache
 from .instructions import TASKS, get_instruction, prompt_name, prompts_for, task_of_prompt
 
@@ -174,13 +175,22 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> ResolvedModel:
     )
 
 
-def validate_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
+def validate_texts(
+    texts: Sequence[str], what: str = "texts", *, allow_empty: bool = False
+) -> list[str]:
     """Check that ``texts`` is a sequence of non-empty strings; return it as a list.
+
+    Args:
+        texts: The texts to check.
+        what: Their name in error messages.
+        allow_empty: Accept empty or white-space texts, with one warning giving their count
+            (the framework adapters embed them, as LangChain's HuggingFaceEmbeddings does).
 
     Raises:
         TypeError: ``texts`` is a single string or not a sequence, or an item is not a string
             (``None`` and ``bytes`` included); the message names the position.
-        ValueError: an item is empty or only white space; the message names the position.
+        ValueError: an item is empty or only white space (unless ``allow_empty``); the message
+            names the position.
     """
     if isinstance(texts, (str, bytes)):
         raise TypeError(
@@ -194,8 +204,16 @@ def validate_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
             raise TypeError(f"`{what}[{i}]` is bytes; decode it first (e.g. text.decode('utf-8'))")
         if not isinstance(text, str):
             raise TypeError(f"`{what}[{i}]` must be a string, got {type(text).__name__}: {text!r}")
-        if not text.strip():
+        if not text.strip() and not allow_empty:
             raise ValueError(f"`{what}[{i}]` is empty or only white space; remove it or give text")
+    empty = sum(1 for text in texts if not text.strip()) if allow_empty else 0
+    if empty:
+        warnings.warn(
+            f"{empty} of {len(texts)} {what} are empty or only white space; they are embedded "
+            "as they are (their vectors carry no content)",
+            UserWarning,
+            stacklevel=3,
+        )
     return list(texts)
 
 
@@ -209,39 +227,36 @@ def _pick_device(device: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-_NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+def _pick_backend(
+    precision: Precision, device: torch.device, backend: Backend
+) -> tuple[torch.dtype, Backend]:
+    """The torch dtype and the concrete backend for the settings given.
 
-
-def cpu_has_native_bf16(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX).
-
-    Read from the kernel's CPU flags (Linux); elsewhere False. Without these instructions
-    oneDNN emulates bf16, which is slower than fp32.
+    On a CPU with both left to ``"auto"``, the CPU's features decide (:mod:`._cpu`, one log
+    line says what and why). An explicit precision keeps its dtype: fp32 on a CPU runs ONNX
+    fp32 (the torch vectors, less overhead per call), bf16 and fp16 run in torch. On CUDA,
+    ``"auto"`` is bf16 (or fp16 where the GPU lacks bf16), in torch.
     """
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return not _NATIVE_BF16_FLAGS.isdisjoint(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return False
-
-
-def _pick_dtype(precision: Precision, device: torch.device, backend: Backend) -> torch.dtype:
-    """The torch dtype of ``precision``.
-
-    ``"auto"``: bf16 (or fp16) on CUDA; on a CPU, bf16 where the backend is left to choose and
-    the CPU computes bf16 natively (measured 1.6x ONNX fp32 at top-10 agreement 0.995), fp32
-    otherwise.
-    """
+    if device.type == "cpu" and precision == "auto" and backend == "auto":
+        features = _cpu.cpu_features()
+        choice = _cpu.choose_encoder(features)
+        logger.info(
+            "backend='auto' on %s -> %s %s (%s)",
+            features.summary(),
+            choice.backend,
+            choice.precision,
+            choice.reason,
+        )
+        return _DTYPES[choice.precision], choice.backend
     if precision == "auto":
+        dtype = torch.float32
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and backend == "auto" and cpu_has_native_bf16():
-            return torch.bfloat16
-        return torch.float32
-    return _DTYPES[precision]
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = _DTYPES[precision]
+    if backend == "auto":
+        backend = "onnx" if device.type == "cpu" and dtype == torch.float32 else "torch"
+    return dtype, backend
 
 
 def _has_st_config(source: str, local_files_only: bool) -> bool:
@@ -340,18 +355,19 @@ class LLMEmbedder:
             (BAAI/llm-embedder, and models saved by this package's trainer, which carry them as
             sentence-transformers prompts) and off otherwise; ``True``/``False`` forces it.
         device: ``"cuda"``, ``"mps"``, ``"cpu"``...; None picks the best available.
-        precision: ``"auto"`` is bf16 (or fp16) on CUDA; on a CPU it is bf16 when ``backend``
-            is ``"auto"`` and the CPU computes bf16 natively (AVX512-BF16 or AMX), else fp32.
+        precision: ``"auto"`` is bf16 (or fp16) on CUDA; on a CPU with ``backend="auto"`` the
+            CPU's features decide (see ``backend``), else fp32.
         batch_size: Texts per forward pass.
         max_length: Token limit per text (instruction included); None uses the model's.
         pooling: ``"auto"`` uses the model's sentence-transformers config, and CLS pooling for a
             plain transformers checkpoint (as LLM-Embedder); ``"cls"``/``"mean"`` force one.
         show_progress: Progress bar; None shows it for inputs of more than 8 batches.
         backend: ``"torch"``; ``"onnx"`` (onnxruntime, fp32: the same vectors, less overhead per
-            call) or ``"onnx-int8"`` (dynamic int8 weights: faster, slightly different vectors),
-            exported once and cached next to the model; ``"auto"`` is ``"onnx"`` on a CPU with
-            fp32 precision and ``"torch"`` otherwise (so torch bf16 on a CPU with native bf16,
-            the fastest there).
+            call) or ``"onnx-int8"`` (int8 weights: faster, slightly different vectors),
+            exported once into the user cache; ``"auto"`` with ``precision="auto"`` on a CPU is
+            chosen from the CPU's instruction sets, with one log line saying what and why
+            (:func:`llm_embedder_integrations._cpu.choose_encoder`); with an explicit fp32
+            precision on a CPU it is ``"onnx"``, and ``"torch"`` otherwise.
         cache: Path of an SQLite embedding cache (see :class:`EmbeddingCache`), or a cache
             object; None disables it. Unchanged texts are then never encoded twice.
     """
@@ -389,7 +405,7 @@ class LLMEmbedder:
 
         self.resolved = resolve_model(model)
         self.device = _pick_device(device)
-        self.dtype = _pick_dtype(precision, self.device, backend)
+        self.dtype, backend = _pick_backend(precision, self.device, backend)
         self.batch_size = batch_size
         self.show_progress = show_progress
         self._st = _load_sentence_transformer(self.resolved, self.device, self.dtype, pooling)
@@ -406,9 +422,6 @@ class LLMEmbedder:
         self._prompts = {**prompts_for(), **saved}
         self.pools_instructions = pools_instructions(self._st)
         self._prompt_lengths: dict[str, int] = {}
-        if backend == "auto":
-            on_cpu_fp32 = self.device.type == "cpu" and self.dtype == torch.float32
-            backend = "onnx" if on_cpu_fp32 else "torch"
         if backend != "torch" and (self.device.type != "cpu" or self.dtype != torch.float32):
             raise ValueError(
                 f"backend {backend!r} runs on the CPU from fp32 weights; use device='cpu' and "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
-from llm_embedder_integrations import encoder as encoder_module
+from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder, _cpu
 from llm_embedder_integrations.cache import EmbeddingCache
 from llm_embedder_integrations.encoder import shipped_model_path
 
@@ -34,39 +34,75 @@ def model_copy(tmp_path):
     return dst
 
 
+def fake_cpu(monkeypatch, flags: str) -> None:
+    """Make every CPU-dependent choice see a CPU with these /proc/cpuinfo flags."""
+    features = _cpu.parse_cpu_flags(frozenset(flags.split()), "Fake CPU")
+    monkeypatch.setattr(_cpu, "cpu_features", lambda cpuinfo=None: features)
+
+
+AVX2_ONLY = "fpu sse avx avx2 fma"
+AVX512_VNNI = "fpu sse avx avx2 avx512f avx512bw avx512_vnni"
+AVX512_BF16 = "fpu sse avx avx2 avx512f avx512bw avx512_vnni avx512_bf16"
+
+
 def test_auto_is_torch_bf16_on_a_native_bf16_cpu_and_onnx_fp32_on_others(monkeypatch):
-    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    fake_cpu(monkeypatch, AVX512_BF16)
     native = LLMEmbedder(SHIPPED_MODEL)
     assert (native.backend, native.dtype) == ("torch", torch.bfloat16)
-    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
+    fake_cpu(monkeypatch, AVX2_ONLY)
     emulated = LLMEmbedder(SHIPPED_MODEL)
     assert (emulated.backend, emulated.dtype) == ("onnx", torch.float32)
     assert LLMEmbedder(SHIPPED_MODEL, precision="bf16").backend == "torch"
 
 
+def test_auto_logs_what_it_chose_and_why(monkeypatch, caplog):
+    fake_cpu(monkeypatch, AVX2_ONLY)
+    with caplog.at_level(logging.INFO, logger="llm_embedder_integrations.encoder"):
+        LLMEmbedder(SHIPPED_MODEL)
+    lines = [r.getMessage() for r in caplog.records if "backend='auto'" in r.getMessage()]
+    assert len(lines) == 1
+    assert "Fake CPU: AVX2 yes, AVX-512 no, VNNI no, bf16 no, AMX no -> onnx fp32" in lines[0]
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnx", "onnx-int8"])
 def test_a_backend_chosen_by_the_user_keeps_fp32_on_any_cpu(monkeypatch, backend):
-    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    fake_cpu(monkeypatch, AVX512_BF16)
     assert LLMEmbedder(SHIPPED_MODEL, backend=backend).dtype == torch.float32
 
 
 @pytest.mark.parametrize(
-    ("flags", "native"),
+    ("flags", "expected"),
     [
-        ("fpu sse avx2 avx512f avx512bw avx512_vnni", False),
-        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", True),
-        ("fpu sse avx2 amx_bf16 amx_tile", True),
+        ("fpu sse avx2", (True, False, False, False, False)),
+        ("fpu sse avx2 avx_vnni", (True, False, True, False, False)),
+        ("fpu sse avx2 avx512f avx512bw avx512_vnni", (True, True, True, False, False)),
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", (True, True, True, True, False)),
+        ("fpu sse avx2 avx512f amx_bf16 amx_tile amx_int8", (True, True, False, True, True)),
+        ("fp asimd evtstrm aes", (False, False, False, False, False)),
     ],
 )
-def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+def test_cpu_features_are_read_from_the_cpu_flags(tmp_path, flags, expected):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
-    assert encoder_module.cpu_has_native_bf16(cpuinfo) is native
-    assert encoder_module.cpu_has_native_bf16(tmp_path / "absent") is False
+    found = _cpu.cpu_features(cpuinfo)
+    assert (found.avx2, found.avx512, found.vnni, found.bf16, found.amx) == expected
+    assert found.name == "Some CPU"
+
+
+def test_unreadable_cpu_flags_count_as_absent(tmp_path):
+    found = _cpu.cpu_features(tmp_path / "absent")
+    assert (found.avx2, found.avx512, found.vnni, found.bf16, found.amx) == (False,) * 5
+    assert _cpu.choose_encoder(found).precision == "fp32"
+
+
+@pytest.mark.parametrize(("flags", "dtype"), [(AVX2_ONLY, "fp32"), (AVX512_BF16, "bf16")])
+def test_teacher_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch, flags, dtype):
+    fake_cpu(monkeypatch, flags)
+    assert _cpu.teacher_dtype("cpu") == dtype
 
 
 def test_auto_bf16_vectors_agree_with_fp32(monkeypatch, torch_encoder):
-    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    fake_cpu(monkeypatch, AVX512_BF16)
     cosine = (LLMEmbedder(SHIPPED_MODEL).encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(axis=1)
     assert cosine.min() > 0.99
 
