@@ -1,8 +1,13 @@
-"""ONNX export of a sentence-transformers model, cached next to it, and its CPU runner.
+"""ONNX export of a sentence-transformers model, cached per user, and its CPU runner.
 
 The export uses ``torch.onnx.export`` and runs with onnxruntime directly (no optimum), so it
-works offline and on models fine-tuned by this package. The file is re-exported when the
-model's weights change (their sizes and modification times are recorded beside it).
+works offline and on models fine-tuned by this package. Files go to the user cache
+(``$LLM_EMBEDDER_CACHE``, else ``$XDG_CACHE_HOME/llm-embedder``, else ``~/.cache/llm-embedder``),
+never into the model's folder, under a fingerprint of the weights (a hub model's revision; a
+local model's weight files, their sizes and modification times): changed weights get a new
+export and an unchanged model is never exported twice. Each file is written to a temporary
+name and renamed into place, so processes exporting at once all succeed and no reader sees
+half a file.
 """
 
 from __future__ import annotations
@@ -19,29 +24,52 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["OnnxRunner", "onnx_path"]
+__all__ = ["OnnxRunner", "cache_root", "weights_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
-_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm-embedder"
+CACHE_ENV = "LLM_EMBEDDER_CACHE"
+"""Environment variable naming the cache folder (overrides the XDG location)."""
 
 
-def _weights_fingerprint(model_dir: Path) -> dict[str, list[int]]:
-    return {
-        str(p.relative_to(model_dir)): [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(model_dir.rglob("*"))
-        if p.suffix in _WEIGHT_SUFFIXES and "onnx" not in p.parts
-    }
+def cache_root() -> Path:
+    """The user cache folder of this package (read from the environment at each call)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "llm-embedder"
 
 
-def onnx_path(model_dir: Path | None, model_id: str, quantized: bool) -> Path:
-    """Where the ONNX file of a model lives: ``<model>/onnx/`` if writable, else the user cache."""
-    name = "model_int8.onnx" if quantized else "model.onnx"
-    if model_dir is not None and os.access(model_dir, os.W_OK):
-        return model_dir / "onnx" / name
-    digest = hashlib.sha256(model_id.encode()).hexdigest()[:16]
-    return _CACHE_HOME / "onnx" / digest / name
+def _hub_revision(repo_id: str) -> str | None:
+    """The commit of the cached snapshot of a hub model, or None when it is not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(found, str):
+        return None
+    parts = Path(found).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+
+
+def weights_fingerprint(source: str, model_id: str) -> str:
+    """A short stable key of a model's weights: what its exports are filed under.
+
+    A local folder: the name, size and modification time of each weight file. A hub id: its
+    cached revision (the model's commit). Anything else: the id alone.
+    """
+    path = Path(source)
+    parts: dict[str, Any] = {"model": model_id}
+    if path.is_dir():
+        parts["weights"] = {
+            str(p.relative_to(path)): [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(path.rglob("*"))
+            if p.suffix in _WEIGHT_SUFFIXES and "onnx" not in p.parts
+        }
+    else:
+        parts["revision"] = _hub_revision(source)
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
 
 
 GRAPH_VERSION = 2
@@ -71,11 +99,21 @@ class _Graph(torch.nn.Module):
         return features["sentence_embedding"]
 
 
-def _atomic_target(path: Path) -> Path:
+def _write_atomically(path: Path, write: Any) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    The file ends with mode 0644 (mkstemp creates 0600): the cache may be shared.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    return Path(tmp)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _export(st: Any, columns: tuple[str, ...], path: Path) -> None:
@@ -83,38 +121,41 @@ def _export(st: Any, columns: tuple[str, ...], path: Path) -> None:
     sample = st.tokenizer(
         ["an example", "another, longer example text"], padding=True, return_tensors="pt"
     )
-    tmp = _atomic_target(path)
     names = [*columns, "pooling_mask"]
     axes = {c: {0: "batch", 1: "sequence"} for c in names}
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as dynamic
-        torch.onnx.export(
-            _Graph(cpu, columns).eval(),
-            (*(sample[c] for c in columns), sample["attention_mask"]),
-            str(tmp),
-            input_names=names,
-            output_names=["sentence_embedding"],
-            dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as dynamic
+            torch.onnx.export(
+                _Graph(cpu, columns).eval(),
+                (*(sample[c] for c in columns), sample["attention_mask"]),
+                str(tmp),
+                input_names=names,
+                output_names=["sentence_embedding"],
+                dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+
+    _write_atomically(path, write)
 
 
 def _quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = _atomic_target(dst)
-    # Per-channel int8 weights on the matrix products only: per-tensor scales lose far more
-    # (on MiniLM, min cosine to fp32 0.90 per tensor against 0.99 per channel).
-    quantize_dynamic(
-        str(src),
-        str(tmp),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-    )
-    os.replace(tmp, dst)
+    def write(tmp: Path) -> None:
+        # Per-channel int8 weights on the matrix products only: per-tensor scales lose far
+        # more (on MiniLM, min cosine to fp32 0.90 per tensor against 0.99 per channel).
+        quantize_dynamic(
+            str(src),
+            str(tmp),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )
+
+    _write_atomically(dst, write)
 
 
 class OnnxRunner:
@@ -122,8 +163,8 @@ class OnnxRunner:
 
     Args:
         st: The loaded sentence-transformers model (exported on first use).
-        model_dir: Its local directory, if any (the export goes beside it when writable).
-        model_id: Its stable name (names the cache folder otherwise).
+        source: Where it was loaded from (a local folder or a hub id): fingerprints the weights.
+        model_id: Its stable name.
         columns: Tokenizer outputs the model takes.
         quantized: Dynamic int8 quantisation of the weights.
     """
@@ -131,7 +172,7 @@ class OnnxRunner:
     def __init__(
         self,
         st: Any,
-        model_dir: Path | None,
+        source: str,
         model_id: str,
         columns: tuple[str, ...],
         *,
@@ -139,25 +180,15 @@ class OnnxRunner:
     ) -> None:
         import onnxruntime as ort
 
-        fp32 = onnx_path(model_dir, model_id, quantized=False)
-        stamp = fp32.with_suffix(".json")
-        want: dict[str, Any] = {
-            "model": model_id,
-            "columns": list(columns),
-            "graph": GRAPH_VERSION,
-        }
-        if model_dir is not None:
-            want["weights"] = _weights_fingerprint(model_dir)
-        have = json.loads(stamp.read_text()) if stamp.is_file() else None
-        if have != want or not fp32.is_file():
+        key = f"{weights_fingerprint(source, model_id)}-g{GRAPH_VERSION}-{'-'.join(columns)}"
+        folder = cache_root() / "onnx" / key
+        fp32 = folder / "model.onnx"
+        if not fp32.is_file():
             logger.info("exporting %s to ONNX at %s", model_id, fp32)
             _export(st, columns, fp32)
-            int8 = onnx_path(model_dir, model_id, quantized=True)
-            int8.unlink(missing_ok=True)
-            stamp.write_text(json.dumps(want))
         path = fp32
         if quantized:
-            path = onnx_path(model_dir, model_id, quantized=True)
+            path = folder / "model_int8.onnx"
             if not path.is_file():
                 _quantize(fp32, path)
         options = ort.SessionOptions()

