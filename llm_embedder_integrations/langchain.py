@@ -25,7 +25,8 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator  # noqa: E402
 
-from .encoder import LLMEmbedder  # noqa: E402
+from ._adapters import EncoderCache, build_encoder, embed  # noqa: E402
+from .encoder import Backend, LLMEmbedder, Precision  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
 from .llm import LocalLLM  # noqa: E402
 from .store import ChromaStore, Hit, _check_k  # noqa: E402
@@ -80,24 +81,37 @@ class LLMEmbedderEmbeddings(BaseModel, Embeddings):
     """Torch device; None picks cuda, then mps, then cpu."""
     batch_size: int = 32
     """Texts per forward pass."""
+    precision: Precision = "auto"
+    """fp32, fp16, bf16, or "auto" (bf16 on CUDA and on a CPU with native bf16, else fp32)."""
+    backend: Backend = "auto"
+    """torch, onnx, onnx-int8, or "auto" (see ``LLMEmbedder``)."""
+    cache: EncoderCache = Field(default=None, exclude=True)
+    """Path of an SQLite embedding cache (unchanged texts are never encoded twice), or None."""
+    show_progress: bool | None = None
+    """Progress bar while embedding; None shows it for inputs of more than 8 batches."""
     encoder: LLMEmbedder | None = Field(default=None, exclude=True)
-    """An encoder already loaded; when given, the four fields above are taken from it."""
+    """An encoder already loaded; it excludes the settings above except ``task``."""
 
     _encoder: LLMEmbedder = PrivateAttr()
 
     @model_validator(mode="after")
     def _load(self) -> LLMEmbedderEmbeddings:
         get_instruction(self.task)
+        settings = self.model_fields_set - {"task", "encoder"}
+        self._encoder = build_encoder(
+            self.encoder,
+            {name: getattr(self, name) for name in settings},
+            model_name=self.model_name,
+            instructions=self.instructions,
+            device=self.device,
+            batch_size=self.batch_size,
+            precision=self.precision,
+            backend=self.backend,
+            cache=self.cache,
+            show_progress=self.show_progress,
+        )
         if self.encoder is not None:
-            self._encoder = self.encoder
             self.model_name = self.encoder.model_id
-        else:
-            self._encoder = LLMEmbedder(
-                self.model_name,
-                instructions=self.instructions,
-                device=self.device,
-                batch_size=self.batch_size,
-            )
         return self
 
     @property
@@ -105,26 +119,110 @@ class LLMEmbedderEmbeddings(BaseModel, Embeddings):
         """The underlying encoder."""
         return self._encoder
 
+    @property
+    def query_instruction(self) -> str:
+        """The prefix put before each query (empty when instructions are off)."""
+        return self._encoder.instruction(self.task, "query")
+
+    @property
+    def embed_instruction(self) -> str:
+        """The prefix put before each document (the task's key instruction; may be empty)."""
+        return self._encoder.instruction(self.task, "key")
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed stored texts with the task's key instruction."""
-        return self._encoder.encode_keys(texts, task=self.task).tolist()
+        """Embed stored texts with the task's key instruction.
+
+        Empty texts are embedded too, with one warning giving their count.
+        """
+        return embed(self._encoder, texts, task=self.task, side="key").tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a query with the task's query instruction."""
         if not isinstance(text, str):
             raise TypeError(f"`text` must be a string, got {type(text).__name__}: {text!r}")
-        return self._encoder.encode_queries([text], task=self.task)[0].tolist()
+        return embed(self._encoder, [text], task=self.task, side="query")[0].tolist()
 
 
-def hit_to_document(hit: Hit) -> Document:
-    """A store hit as a LangChain Document; the similarity goes to ``metadata["score"]``."""
-    return Document(page_content=hit.text, metadata={**hit.metadata, "score": hit.score}, id=hit.id)
+def hit_to_document(hit: Hit, score_type: str = "cosine") -> Document:
+    """A store hit as a LangChain Document; its score goes to ``metadata["score"]``.
+
+    ``metadata["score_type"]`` says what the score is (see :class:`LLMEmbedderRetriever`).
+    """
+    return Document(
+        page_content=hit.text,
+        metadata={**hit.metadata, "score": hit.score, "score_type": score_type},
+        id=hit.id,
+    )
+
+
+SearchType = Literal["similarity", "similarity_score_threshold", "mmr"]
+_SEARCH_KWARGS = frozenset({"k", "filter", "score_threshold", "fetch_k", "lambda_mult"})
+
+
+def _chroma_space(store: VectorStore) -> str | None:
+    """Distance space of a ``langchain_chroma.Chroma`` collection; None for other stores."""
+    try:
+        from langchain_chroma import Chroma
+    except ImportError:
+        return None
+    if not isinstance(store, Chroma):
+        return None
+    configuration = store._collection.configuration or {}
+    for index in ("hnsw", "spann"):
+        space = (configuration.get(index) or {}).get("space")
+        if space:
+            return str(space)
+    return "l2"  # Chroma's default
+
+
+def _scored_search(
+    store: VectorStore, query: str, k: int, where: dict[str, Any] | None
+) -> tuple[list[tuple[Document, float]], str]:
+    """``(document, score)`` pairs from a LangChain vector store, and what the score is.
+
+    Over unit vectors (our embeddings) a Chroma distance of any space converts exactly to the
+    cosine similarity. Otherwise the store's relevance score is used where it defines one, and
+    its raw ``similarity_search_with_score`` value where it does not (e.g. LangChain's
+    ``InMemoryVectorStore``, whose raw score is the cosine similarity).
+    """
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    kwargs = {"filter": where} if where else {}
+    unit = isinstance(store.embeddings, LLMEmbedderEmbeddings)
+    space = _chroma_space(store)
+    if space is not None and unit:
+        to_cosine = {"cosine": 1.0, "ip": 1.0, "l2": 0.5}.get(space)
+        if to_cosine is not None:
+            pairs = store.similarity_search_with_score(query, k=k, **kwargs)
+            return [(doc, 1.0 - to_cosine * float(d)) for doc, d in pairs], "cosine"
+    if type(store) is InMemoryVectorStore:  # a subclass may score otherwise
+        return store.similarity_search_with_score(query, k=k, **kwargs), "cosine"
+    try:
+        store._select_relevance_score_fn()
+    except NotImplementedError:
+        return store.similarity_search_with_score(query, k=k, **kwargs), "raw"
+    return store.similarity_search_with_relevance_scores(query, k=k, **kwargs), "relevance"
 
 
 class LLMEmbedderRetriever(BaseRetriever):
     """Retriever over a :class:`ChromaStore` task, or over any LangChain ``VectorStore``.
 
-    Each returned Document carries its similarity in ``metadata["score"]``.
+    Each returned Document carries its score in ``metadata["score"]`` and what that score is in
+    ``metadata["score_type"]``:
+
+    - ``"cosine"``: cosine similarity, higher is closer. Our store, LangChain's
+      ``InMemoryVectorStore``, and a ``langchain_chroma.Chroma`` built on
+      :class:`LLMEmbedderEmbeddings` in any distance space (cosine, l2 or ip).
+    - ``"rrf"``: reciprocal-rank-fusion score of a hybrid (dense + BM25) store.
+    - ``"relevance"``: the store's own relevance score in [0, 1]
+      (``similarity_search_with_relevance_scores``).
+    - ``"raw"``: the value of the store's ``similarity_search_with_score``, for a store that
+      defines no relevance score; whether higher is closer depends on the store.
+
+    ``search_type`` and ``search_kwargs`` work as in LangChain's ``VectorStoreRetriever``:
+    ``"similarity"``; ``"similarity_score_threshold"`` (keeps the results whose score is at
+    least ``search_kwargs["score_threshold"]``); ``"mmr"`` (maximal marginal relevance with
+    ``fetch_k`` and ``lambda_mult``; its Documents carry no score).
 
     Example:
         .. code-block:: python
@@ -138,7 +236,7 @@ class LLMEmbedderRetriever(BaseRetriever):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     store: ChromaStore | VectorStore
-    """Where to search: our store, or a LangChain vector store built on LLMEmbedderEmbeddings."""
+    """Where to search: our store, or a LangChain vector store (best on LLMEmbedderEmbeddings)."""
     task: str = "qa"
     """Task of the store to search (ignored for a VectorStore: its embeddings carry the task)."""
     k: int = 4
@@ -147,35 +245,88 @@ class LLMEmbedderRetriever(BaseRetriever):
     """Metadata filter (Chroma ``where`` syntax); ``invoke(query, filter=...)`` overrides it."""
     exact: bool = False
     """Exact (brute-force) search instead of the HNSW index; our store only."""
+    search_type: SearchType = "similarity"
+    """"similarity", "similarity_score_threshold" or "mmr", as in ``VectorStoreRetriever``."""
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """k, filter, score_threshold, fetch_k, lambda_mult, as in ``VectorStoreRetriever``."""
 
     @model_validator(mode="after")
     def _check(self) -> LLMEmbedderRetriever:
         get_instruction(self.task)
         _check_k(self.k)
+        self._check_search_kwargs(self.search_kwargs, "search_kwargs")
+        both = sorted({"k", "filter"} & self.model_fields_set & set(self.search_kwargs))
+        if both:
+            raise ValueError(f"{both} given both as a field and in `search_kwargs`; give each once")
+        if self.search_type == "similarity_score_threshold":
+            threshold = self.search_kwargs.get("score_threshold")
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+                raise ValueError(
+                    "search_type 'similarity_score_threshold' needs a number in "
+                    f"search_kwargs['score_threshold'], got {threshold!r}"
+                )
         return self
 
+    @staticmethod
+    def _check_search_kwargs(kwargs: dict[str, Any], what: str) -> None:
+        unknown = sorted(set(kwargs) - _SEARCH_KWARGS)
+        if unknown:
+            raise ValueError(f"unknown {what} {unknown}; use {sorted(_SEARCH_KWARGS)}")
+
     def _get_relevant_documents(
-        self,
-        query: str,
-        *,
-        run_manager: CallbackManagerForRetrieverRun,
-        k: int | None = None,
-        filter: dict[str, Any] | None = None,  # noqa: A002 - LangChain's name for it
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        k = _check_k(self.k if k is None else k)
-        where = self.filter if filter is None else filter
+        self._check_search_kwargs(kwargs, "search arguments")
+        options = {"k": self.k, "filter": self.filter, **self.search_kwargs}
+        options.update({key: value for key, value in kwargs.items() if value is not None})
+        k = _check_k(options["k"])
+        where = options["filter"]
+        if self.search_type == "mmr":
+            return self._mmr(query, k, where, options)
         if isinstance(self.store, ChromaStore):
             hits = self.store.search(query, task=self.task, k=k, where=where, exact=self.exact)
-            return [hit_to_document(h) for h in hits]
-        kwargs = {"filter": where} if where else {}
-        pairs = self.store.similarity_search_with_relevance_scores(query, k=k, **kwargs)
+            score_type = "rrf" if self.store.hybrid is not None else "cosine"
+            docs = [hit_to_document(h, score_type) for h in hits]
+        else:
+            pairs, score_type = _scored_search(self.store, query, k, where)
+            docs = [
+                Document(
+                    page_content=doc.page_content,
+                    metadata={**doc.metadata, "score": float(score), "score_type": score_type},
+                    id=doc.id,
+                )
+                for doc, score in pairs
+            ]
+        if self.search_type == "similarity_score_threshold":
+            if score_type == "raw":
+                raise ValueError(
+                    f"{type(self.store).__name__} gives raw scores whose direction this "
+                    "retriever cannot tell, so a score threshold is undefined; use "
+                    "search_type='similarity'"
+                )
+            threshold = float(options["score_threshold"])
+            docs = [d for d in docs if d.metadata["score"] >= threshold]
+        return docs
+
+    def _mmr(
+        self, query: str, k: int, where: dict[str, Any] | None, options: dict[str, Any]
+    ) -> list[Document]:
+        store = (
+            chroma_vectorstore(self.store, self.task)
+            if isinstance(self.store, ChromaStore)
+            else self.store
+        )
+        extra = {key: options[key] for key in ("fetch_k", "lambda_mult") if key in options}
+        if where:
+            extra["filter"] = where
+        docs = store.max_marginal_relevance_search(query, k=k, **extra)
         return [
             Document(
-                page_content=doc.page_content,
-                metadata={**doc.metadata, "score": float(score)},
-                id=doc.id,
+                page_content=d.page_content,
+                metadata={**d.metadata, "score_type": "mmr"},
+                id=d.id,
             )
-            for doc, score in pairs
+            for d in docs
         ]
 
 
