@@ -370,7 +370,7 @@ class LLMEmbedder:
         >>> enc = LLMEmbedder("BAAI/llm-embedder")          # doctest: +SKIP
         >>> q = enc.encode_queries(["who wrote Hamlet?"], task="qa")
         >>> k = enc.encode_keys(["Hamlet is a tragedy by Shakespeare."], task="qa")
-        >>> float(q @ k.T)
+        >>> float(q[0] @ k[0])  # cosine similarity
 
     Args:
         model: Hub id or local directory; None picks BAAI/llm-embedder where it can be loaded,
