@@ -1,22 +1,98 @@
 """The main job: index XQuAD paragraphs, answer questions through a LangChain RAG chain.
 
 It prints the retrieved passages and the local LLM's answers for a few questions, and the
-retrieval MRR@10 of all questions against their gold paragraphs.
+retrieval MRR@10 of all questions against their gold paragraphs. Without a data folder it reads
+the copy of XQuAD bundled with the package (CC BY-SA 4.0, see ``data/xquad/README.txt``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import random
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from .encoder import LLMEmbedder
-from .evaluation.datasets import load_dataset
+from .evaluation.datasets import BUNDLED_DATA, dataset_root, load_dataset
 from .evaluation.metrics import evaluate_rankings
+from .memory import chunk_text
 from .store import ChromaStore
 
-__all__ = ["run_demo"]
+__all__ = ["passages_within_limit", "run_demo"]
+
+
+def passages_within_limit(
+    encoder: LLMEmbedder, corpus: Mapping[str, str], task: str = "qa"
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Texts, ids and metadata to index ``corpus`` with nothing cut off by the token limit.
+
+    A document that fits the encoder's ``max_length`` (with the task's key instruction) is one
+    passage under its own id; a longer one is cut with the memory chunker into the fewest
+    passages of about equal length that each fit, ``"{id}~0"``, ``"{id}~1"``, .... Every
+    passage's metadata names its document (``"document"``) and, for ``"title#n"`` ids, the title.
+    """
+    prefix = encoder.instruction(task, "key")
+
+    def count(texts: list[str]) -> list[int]:  # special tokens included, nothing cut
+        return [len(ids) for ids in encoder.tokenizer(texts, verbose=False)["input_ids"]]
+
+    # Special tokens plus the instruction's own, and one token of slack where the two join.
+    overhead = count([prefix])[0] + 1
+    lengths = count([prefix + text for text in corpus.values()])
+    texts: list[str] = []
+    ids: list[str] = []
+    metadatas: list[dict[str, Any]] = []
+    for (doc_id, text), length in zip(corpus.items(), lengths, strict=True):
+        meta = {"document": doc_id, "title": doc_id.split("#")[0]}
+        if length <= encoder.max_length:
+            pieces, piece_ids = [text], [doc_id]
+        else:  # balanced pieces (no short tail), with slack for cuts at word boundaries
+            budget = encoder.max_length - overhead
+            parts = math.ceil((length - overhead) / budget)
+            size = min(budget, math.ceil((length - overhead) / parts) + 16)
+            pieces = chunk_text(text, encoder.tokenizer, size)
+            piece_ids = [f"{doc_id}~{j}" for j in range(len(pieces))]
+        texts += pieces
+        ids += piece_ids
+        metadatas += [dict(meta) for _ in pieces]
+    return texts, ids, metadatas
+
+
+@contextlib.contextmanager
+def _progress_bars(show: bool) -> Iterator[None]:
+    """Hide the libraries' progress bars (model loading) unless ``show``; restore them after."""
+    if show:
+        yield
+        return
+    import functools
+
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    from transformers.utils import logging as hf_logging
+
+    hub_was_off = are_progress_bars_disabled()
+    transformers_was_on = hf_logging.is_progress_bar_enabled()
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    # The GGUF loader calls tqdm directly, outside transformers' switch.
+    gguf_tqdm = gguf_loading.tqdm
+    gguf_loading.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        gguf_loading.tqdm = gguf_tqdm
+        if not hub_was_off:
+            enable_progress_bars()
+        if transformers_was_on:
+            hf_logging.enable_progress_bar()
 
 
 def run_demo(
@@ -33,45 +109,65 @@ def run_demo(
         model: Embedding model; None resolves the default (BAAI/llm-embedder, else the shipped
             all-MiniLM-L6-v2).
         questions: How many questions to answer with the LLM (0 skips the LLM).
-        data_path: The real-data folder; default from ``LLM_EMBEDDER_DATA``.
+        data_path: A data folder holding ``xquad/xquad.en.json``; None takes
+            ``LLM_EMBEDDER_DATA`` (or, in a checkout, ``../shared/data``), else the copy of XQuAD
+            bundled with the package.
         seed: Picks the questions shown.
         out: Where lines are printed.
     """
     from .langchain import LLMEmbedderRetriever, LocalChatModel, rag_chain
 
-    ds = load_dataset("xquad", "all", data_path=data_path)
-    encoder = LLMEmbedder(model)
-    out(f"Embedding model: {encoder}")
-    store = ChromaStore(encoder)
-    ids = list(ds.corpus)
-    start = time.perf_counter()
-    store.add(
-        [ds.corpus[i] for i in ids],
-        task=ds.task,
-        ids=ids,
-        metadatas=[{"title": i.split("#")[0]} for i in ids],
-    )
-    out(f"Indexed {len(ids)} XQuAD paragraphs in {time.perf_counter() - start:.1f} s")
+    root = dataset_root("xquad", data_path)
+    ds = load_dataset("xquad", "all", data_path=root)
+    source = "the copy bundled with the package (CC BY-SA 4.0)" if root == BUNDLED_DATA else root
+    progress = sys.stderr.isatty()  # progress bars on a terminal only, never into a log
+    with _progress_bars(progress):
+        encoder = LLMEmbedder(model, show_progress=progress)
+        out(f"Embedding model: {encoder}")
+        out(f"Corpus: XQuAD from {source}")
+        store = ChromaStore(encoder)
+        start = time.perf_counter()
+        texts, ids, metadatas = passages_within_limit(encoder, ds.corpus, ds.task)
+        store.add(texts, task=ds.task, ids=ids, metadatas=metadatas)
+        split = len({m["document"] for m, i in zip(metadatas, ids, strict=True) if "~" in i})
+        out(
+            f"Indexed {len(ds.corpus)} XQuAD paragraphs in {time.perf_counter() - start:.1f} s"
+            + (
+                f" ({split} longer than {encoder.max_length} tokens cut into passages that fit: "
+                f"{len(ids)} passages)"
+                if split
+                else ""
+            )
+        )
 
-    qids = list(ds.queries)
-    start = time.perf_counter()
-    results = store.search_batch([ds.queries[q] for q in qids], task=ds.task, k=10)
-    run = {q: [h.id for h in hits] for q, hits in zip(qids, results, strict=True)}
-    scores = evaluate_rankings(run, ds.qrels, ks=(1, 10))
-    out(f"Searched {len(qids)} questions in {time.perf_counter() - start:.1f} s")
+        qids = list(ds.queries)
+        start = time.perf_counter()
+        # Each passage beyond a paragraph's first can take one place: this many hits always
+        # hold the 10 best distinct paragraphs.
+        depth = min(len(ids), 10 + len(ids) - len(ds.corpus))
+        results = []
+        for first in range(0, len(qids), 200):  # Chroma answers a bounded number of hits a call
+            batch = [ds.queries[q] for q in qids[first : first + 200]]
+            results += store.search_batch(batch, task=ds.task, k=depth)
+        run = {
+            q: list(dict.fromkeys(h.metadata["document"] for h in hits))[:10]
+            for q, hits in zip(qids, results, strict=True)
+        }
+        scores = evaluate_rankings(run, ds.qrels, ks=(1, 10))
+        out(f"Searched {len(qids)} questions in {time.perf_counter() - start:.1f} s")
 
-    if questions > 0:
-        retriever = LLMEmbedderRetriever(store=store, task=ds.task, k=2)
-        chain = rag_chain(retriever, LocalChatModel(max_new_tokens=48))
-        for qid in random.Random(seed).sample(qids, min(questions, len(qids))):
-            question = ds.queries[qid]
-            out(f"\nQ: {question}")
-            for doc in retriever.invoke(question):
-                mark = "*" if doc.id in ds.qrels[qid] else " "
-                out(f"  {mark} [{doc.metadata['score']:.3f}] {doc.page_content[:110]}...")
-            out(f"  answer: {chain.invoke(question)}")
-            out(f"  gold:   {ds.metadata[qid]['answers'][0]}")
-        out("\n(* marks the gold paragraph)")
+        if questions > 0:
+            retriever = LLMEmbedderRetriever(store=store, task=ds.task, k=2)
+            chain = rag_chain(retriever, LocalChatModel(max_new_tokens=48))
+            for qid in random.Random(seed).sample(qids, min(questions, len(qids))):
+                question = ds.queries[qid]
+                out(f"\nQ: {question}")
+                for doc in retriever.invoke(question):
+                    mark = "*" if doc.metadata["document"] in ds.qrels[qid] else " "
+                    out(f"  {mark} [{doc.metadata['score']:.3f}] {doc.page_content[:110]}...")
+                out(f"  answer: {chain.invoke(question)}")
+                out(f"  gold:   {ds.metadata[qid]['answers'][0]}")
+            out("\n(* marks the gold paragraph)")
     out(
         f"\nRetrieval over all {len(qids)} questions: MRR@10 = {scores['mrr@10']:.3f}, "
         f"hit_rate@1 = {scores['hit_rate@1']:.3f}, hit_rate@10 = {scores['hit_rate@10']:.3f}"

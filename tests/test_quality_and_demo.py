@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import llm_embedder_integrations
@@ -47,16 +49,100 @@ def test_rag_chain_answers_from_the_retrieved_paragraph(xquad_store):
     assert "Konwiktorska" in answer
 
 
-def test_demo_prints_passages_answers_and_mrr(data_path, capsys):
+@pytest.mark.slow
+def test_demo_runs_on_the_bundled_xquad_without_a_data_folder(monkeypatch, capsys):
+    # A fresh machine: the data folder named by the environment does not exist.
     from llm_embedder_integrations import SHIPPED_MODEL
+    from llm_embedder_integrations.evaluation.datasets import ENV_VAR
 
-    assert (
-        main(["demo", "--model", SHIPPED_MODEL, "--questions", "1", "--data", str(data_path)]) == 0
-    )
-    out = capsys.readouterr().out
+    monkeypatch.setenv(ENV_VAR, "/nonexistent/data")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--model", SHIPPED_MODEL, "--questions", "1"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "Corpus: XQuAD from the copy bundled with the package (CC BY-SA 4.0)" in out
     assert "Indexed 240 XQuAD paragraphs" in out
+    assert "20 longer than 256 tokens cut into passages that fit: 262 passages" in out
     assert "answer:" in out and "gold:" in out
-    assert "MRR@10 = 0.928" in out
+    assert "MRR@10 = 0.9" in out
+    # Long paragraphs are cut into passages, not truncated by the encoder.
+    assert not [w for w in caught if "were truncated" in str(w.message)]
+    # Not a terminal: no progress bar in the output.
+    assert "it/s]" not in captured.err + out
+    assert "%|" not in captured.err + out
+
+
+def test_bundled_xquad_is_the_data_folders_file_with_its_license(data_path):
+    from llm_embedder_integrations.evaluation.datasets import BUNDLED_DATA
+
+    bundled = BUNDLED_DATA / "xquad"
+    assert (bundled / "xquad.en.json").read_bytes() == (
+        data_path / "xquad" / "xquad.en.json"
+    ).read_bytes()
+    assert "Attribution-ShareAlike 4.0" in (bundled / "LICENSE_CC-BY-SA4.0.txt").read_text()
+    attribution = (bundled / "README.txt").read_text()
+    assert "github.com/deepmind/xquad" in attribution and "CC BY-SA 4.0" in attribution
+
+
+def test_passages_within_limit_cuts_only_long_documents(encoder):
+    from llm_embedder_integrations.demo import passages_within_limit
+
+    long_text = " ".join(f"word{i}" for i in range(600))
+    corpus = {"A#0": "a short paragraph", "B#1": long_text}
+    texts, ids, metadatas = passages_within_limit(encoder, corpus)
+    assert ids[0] == "A#0" and texts[0] == "a short paragraph"
+    assert ids[1:] == [f"B#1~{j}" for j in range(len(ids) - 1)] and len(ids) >= 4
+    assert " ".join(texts[1:]) == long_text
+    assert max(encoder.count_tokens(texts)) <= encoder.max_length
+    assert metadatas[1] == {"document": "B#1", "title": "B"}
+
+
+_INSTALLED_CHECK = """
+import json
+from llm_embedder_integrations.evaluation import datasets
+
+print(json.dumps({"module": datasets.__file__, "bundled": str(datasets.BUNDLED_DATA)}))
+try:
+    datasets.data_dir()
+except FileNotFoundError as exc:
+    print(json.dumps({"data_dir_error": str(exc)}))
+ds = datasets.load_dataset("xquad", "all")
+print(json.dumps({"paragraphs": len(ds.corpus), "questions": len(ds.queries)}))
+"""
+
+
+def test_installed_package_never_reads_data_beside_itself(tmp_path):
+    # The package laid out as a wheel installs it (site/llm_embedder_integrations/...), with a
+    # decoy shared/data folder where the checkout default would look: it must not be read.
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = Path(llm_embedder_integrations.__file__).parent
+    site = tmp_path / "env" / "site"
+    shutil.copytree(source, site / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    decoy = tmp_path / "env" / "shared" / "data" / "xquad"
+    decoy.mkdir(parents=True)
+    (decoy / "xquad.en.json").write_text('{"data": [], "version": "decoy"}')
+    env = {k: v for k, v in os.environ.items() if k != "LLM_EMBEDDER_DATA"}
+    env["PYTHONPATH"] = str(site)
+    result = subprocess.run(
+        [sys.executable, "-c", _INSTALLED_CHECK],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["module"].startswith(str(site))
+    assert lines[1]["data_dir_error"].startswith("no data folder: set the environment variable")
+    assert lines[2] == {"paragraphs": 240, "questions": 1190}
+    assert "reading xquad from the copy bundled with the package" in result.stderr
 
 
 def test_public_api_is_what_all_says():

@@ -2,7 +2,10 @@
 
 The data folder holds one sub-folder per public source (see its ``README.md`` and each
 ``README.txt``). It is read in place, never copied: `data_dir` finds it from an explicit path, the
-``LLM_EMBEDDER_DATA`` environment variable, or ``../shared/data`` beside the checkout.
+``LLM_EMBEDDER_DATA`` environment variable, or, only when the package runs from a source checkout,
+``../shared/data`` beside that checkout. XQuAD also ships inside the package (CC BY-SA 4.0, see
+``data/xquad/README.txt``): `dataset_root` falls back to that copy when no folder is found, so the
+demo runs on a fresh machine.
 
 Every dataset has a deterministic train/test split (fixed seed `SPLIT_SEED`). Sources made of
 independent groups are split by group so that no group feeds both sides: XQuAD by article, Gorilla
@@ -39,7 +42,9 @@ __all__ = [
     "ENV_VAR",
     "SPLIT_SEED",
     "RetrievalDataset",
+    "BUNDLED_DATA",
     "data_dir",
+    "dataset_root",
     "load_dataset",
     "render_tool",
 ]
@@ -140,26 +145,55 @@ class RetrievalDataset:
 # Files and splits --------------------------------------------------------------------------------
 
 
+BUNDLED_DATA = Path(__file__).resolve().parents[1] / "data"
+"""The data shipped inside the package, laid out like the data folder: ``xquad/`` only."""
+
+_BUNDLED = frozenset({"xquad"})
+_PROJECT = 'name = "llm-embedder-integrations"'
+
+
+def _checkout_data_dir() -> Path | None:
+    """``shared/data`` beside the source checkout this package runs from; None when installed.
+
+    A checkout is recognised by this project's ``pyproject.toml`` next to the package folder, which
+    an installed wheel (in site-packages) never has: an installed package therefore never looks
+    for data at a path computed from its own location.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    pyproject = checkout / "pyproject.toml"
+    try:
+        is_checkout = _PROJECT in pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return checkout.parent / "shared" / "data" if is_checkout else None
+
+
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """Return the data folder: ``path``, else ``$LLM_EMBEDDER_DATA``, else ``../shared/data``.
 
-    The default is computed from this file's location: the ``shared/data`` folder beside the
-    repository checkout.
+    The last default applies only when the package runs from a source checkout: the
+    ``shared/data`` folder beside it. An installed package has no default.
 
     Args:
         path: An explicit data folder; takes precedence over the environment.
 
     Raises:
-        FileNotFoundError: If the chosen folder does not exist; the message names the folder and
-            the environment variable.
+        FileNotFoundError: If the chosen folder does not exist, or none is given to an installed
+            package; the message names the folder and the environment variable.
     """
     if path is not None:
         root, origin = Path(path), "the `data_path` argument"
     elif os.environ.get(ENV_VAR):
         root, origin = Path(os.environ[ENV_VAR]), f"${ENV_VAR}"
     else:
-        root = Path(__file__).resolve().parents[3] / "shared" / "data"
-        origin = f"the default beside the checkout ({ENV_VAR} is unset)"
+        checkout = _checkout_data_dir()
+        if checkout is None:
+            raise FileNotFoundError(
+                f"no data folder: set the environment variable {ENV_VAR} or pass `data_path` "
+                "to the folder holding xquad/, gorilla/, locomo/, ... (an installed package has "
+                "no default data folder)"
+            )
+        root, origin = checkout, f"the default beside the checkout ({ENV_VAR} is unset)"
     root = root.expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
@@ -168,6 +202,25 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
             "gorilla/, locomo/, ... (see its README.md)"
         )
     return root
+
+
+def dataset_root(name: str, path: str | os.PathLike[str] | None = None) -> Path:
+    """The folder dataset ``name`` is read from: `data_dir`, else the copy in the package.
+
+    A dataset shipped with the package (XQuAD) falls back to `BUNDLED_DATA`, with one warning,
+    when no ``path`` is given and `data_dir` finds no folder; an explicit ``path`` that does not
+    exist stays an error.
+
+    Raises:
+        FileNotFoundError: As `data_dir`, for a dataset the package does not ship.
+    """
+    try:
+        return data_dir(path)
+    except FileNotFoundError as exc:
+        if path is not None or name not in _BUNDLED:
+            raise
+        logger.warning("%s; reading %s from the copy bundled with the package", exc, name)
+        return BUNDLED_DATA
 
 
 def _file(root: Path, *parts: str) -> Path:
@@ -762,7 +815,8 @@ def load_dataset(
     Args:
         name: One of `DATASETS`.
         split: ``"train"``, ``"test"`` or ``"all"``; fixed seed, so repeated loads agree.
-        data_path: Data folder; defaults to `data_dir`'s choice.
+        data_path: Data folder; defaults to `dataset_root`'s choice (`data_dir`, and for
+            ``xquad`` the copy bundled with the package when no folder is found).
         **options: The dataset's options listed above.
 
     Returns:
@@ -784,4 +838,4 @@ def load_dataset(
             f"dataset {name!r} takes no option(s) {unknown}; its options are "
             f"{list(accepted) or 'none'}"
         )
-    return loader(data_dir(data_path), split, **options)
+    return loader(dataset_root(name, data_path), split, **options)
