@@ -72,7 +72,15 @@ def embed(
     position.
     """
     what = "queries" if side == "query" else "texts"
-    items = validate_texts(texts, what, allow_empty=True)
+    return embed_checked(
+        encoder, validate_texts(texts, what, allow_empty=True), task=task, side=side
+    )
+
+
+def embed_checked(
+    encoder: LLMEmbedder, items: list[str], *, task: str, side: Literal["query", "key"]
+) -> np.ndarray:
+    """:func:`embed` for strings already checked (no second warning about empty ones)."""
     empty = [i for i, text in enumerate(items) if not text.strip()]
     if not empty:
         if side == "query":
@@ -81,8 +89,9 @@ def embed(
     out = np.empty((len(items), encoder.dim), dtype=np.float32)
     filled = [i for i, text in enumerate(items) if text.strip()]
     if filled:
-        out[filled] = embed(encoder, [items[i] for i in filled], task=task, side=side)
+        out[filled] = embed_checked(encoder, [items[i] for i in filled], task=task, side=side)
     # The encoder's public methods refuse empty texts; its tokenise-and-pool step takes them.
     prefix = encoder.instruction(task, side)
+    what = "queries" if side == "query" else "texts"
     out[empty] = encoder._encode_new([items[i] for i in empty], prefix, what)
     return out

@@ -6,11 +6,12 @@ LangChain's types; the retrieval logic lives in the framework-free core.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from ._imports import require
 
-require("langchain")
+require("langchain", "langchain_core")  # langchain_chroma loads on first use
 
 from langchain_core.callbacks import (  # noqa: E402
     CallbackManagerForLLMRun,
@@ -19,8 +20,13 @@ from langchain_core.callbacks import (  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.language_models import BaseChatModel  # noqa: E402
-from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages  # noqa: E402
-from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
+from langchain_core.messages import (  # noqa: E402
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    convert_to_openai_messages,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator  # noqa: E402
@@ -371,6 +377,11 @@ class LocalChatModel(BaseChatModel):
     """Most tokens generated per answer."""
     temperature: float = 0.0
     """Sampling temperature; 0 is greedy decoding."""
+    no_repeat_ngram_size: int = 3
+    """No sequence of this many tokens appears twice in an answer (0: off). Small models loop
+    ("the funds for the funds for..."); the prompt is not counted, so copying stays free."""
+    repetition_penalty: float = 1.0
+    """transformers' penalty on every token already seen, the prompt included (1.0: none)."""
     device: str | None = None
     """Torch device; None picks cuda when available."""
     llm: LocalLLM | None = Field(default=None, exclude=True)
@@ -382,6 +393,12 @@ class LocalChatModel(BaseChatModel):
             raise ValueError(f"`max_new_tokens` must be > 0, got {self.max_new_tokens}")
         if self.temperature < 0:
             raise ValueError(f"`temperature` must be >= 0, got {self.temperature}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"`no_repeat_ngram_size` must be >= 0 (0: off), got {self.no_repeat_ngram_size}"
+            )
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"`repetition_penalty` must be > 0, got {self.repetition_penalty}")
         if self.llm is None:
             self.llm = LocalLLM(self.model_name, gguf_file=self.gguf_file, device=self.device)
         return self
@@ -396,6 +413,19 @@ class LocalChatModel(BaseChatModel):
             "model": self.llm.name if self.llm else self.model_name,
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "stop": stop,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "repetition_penalty": self.repetition_penalty,
         }
 
     def _generate(
@@ -405,16 +435,25 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        options = self._options(stop, kwargs)
         assert self.llm is not None  # set by the validator
-        text = self.llm.chat(
-            convert_to_openai_messages(messages),
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            stop=stop,
-        )
+        text = self.llm.chat(convert_to_openai_messages(messages), **options)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        options = self._options(stop, kwargs)
+        assert self.llm is not None  # set by the validator
+        for piece in self.llm.stream_chat(convert_to_openai_messages(messages), **options):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
 
 
 def format_documents(docs: list[Document]) -> str:

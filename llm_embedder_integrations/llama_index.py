@@ -17,6 +17,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding  # no
 from llama_index.core.base.llms.types import (  # noqa: E402
     ChatMessage,
     ChatResponse,
+    ChatResponseGen,
     CompletionResponse,
     CompletionResponseGen,
     LLMMetadata,
@@ -26,7 +27,8 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 from pydantic import Field, PrivateAttr  # noqa: E402
 
-from .encoder import LLMEmbedder, validate_texts  # noqa: E402
+from ._adapters import EncoderCache, build_encoder, embed, embed_checked  # noqa: E402
+from .encoder import Backend, LLMEmbedder, Precision, validate_texts  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
 from .llm import LocalLLM  # noqa: E402
 from .store import ChromaStore, Hit, _check_k  # noqa: E402
@@ -64,6 +66,15 @@ class LLMEmbedderEmbedding(BaseEmbedding):
         default="auto", description="Apply instructions: True, False or 'auto'."
     )
     device: str | None = Field(default=None, description="Torch device; None picks the best.")
+    precision: Precision = Field(
+        default="auto", description="fp32, fp16, bf16 or auto (see LLMEmbedder)."
+    )
+    backend: Backend = Field(
+        default="auto", description="torch, onnx, onnx-int8 or auto (see LLMEmbedder)."
+    )
+    show_progress: bool | None = Field(
+        default=None, description="Progress bar; None shows it for more than 8 batches."
+    )
 
     _encoder: LLMEmbedder = PrivateAttr()
 
@@ -75,23 +86,61 @@ class LLMEmbedderEmbedding(BaseEmbedding):
         instructions: bool | Literal["auto"] = "auto",
         device: str | None = None,
         embed_batch_size: int = 32,
+        precision: Precision = "auto",
+        backend: Backend = "auto",
+        cache: EncoderCache = None,
+        show_progress: bool | None = None,
         encoder: LLMEmbedder | None = None,
         **kwargs: Any,
     ) -> None:
+        """Load the encoder, or wrap ``encoder``.
+
+        Args:
+            model_name: Hub id or local directory; None picks BAAI/llm-embedder, else the
+                shipped MiniLM.
+            task: Task whose instructions are applied.
+            instructions: Apply instructions: "auto" turns them on for models trained with them.
+            device: Torch device; None picks the best.
+            embed_batch_size: Texts per forward pass (with ``encoder``: texts per call to it).
+            precision: fp32, fp16, bf16 or "auto" (see :class:`LLMEmbedder`).
+            backend: torch, onnx, onnx-int8 or "auto" (see :class:`LLMEmbedder`).
+            cache: Path of an SQLite embedding cache (unchanged texts are never encoded twice).
+            show_progress: Progress bar while embedding; None shows it for long inputs.
+            encoder: An encoder already loaded; it excludes the settings above but ``task``.
+            **kwargs: Other ``BaseEmbedding`` fields (e.g. ``callback_manager``).
+        """
         get_instruction(task)
-        if encoder is None:
-            encoder = LLMEmbedder(
-                model_name,
-                instructions=instructions,
-                device=device,
-                batch_size=embed_batch_size,
-            )
+        defaults = {
+            "model_name": (model_name, None),
+            "instructions": (instructions, "auto"),
+            "device": (device, None),
+            "precision": (precision, "auto"),
+            "backend": (backend, "auto"),
+            "cache": (cache, None),
+            "show_progress": (show_progress, None),
+        }
+        given = {name: v for name, (v, default) in defaults.items() if v != default}
+        encoder = build_encoder(
+            encoder,
+            given,
+            model_name=model_name,
+            instructions=instructions,
+            device=device,
+            batch_size=embed_batch_size,
+            precision=precision,
+            backend=backend,
+            cache=cache,
+            show_progress=show_progress,
+        )
         super().__init__(
             model_name=encoder.model_id,
             task=task,
             instructions=encoder.instructions,
             device=encoder.device.type,
             embed_batch_size=embed_batch_size,
+            precision=precision,
+            backend=encoder.backend,
+            show_progress=encoder.show_progress,
             **kwargs,
         )
         self._encoder = encoder
@@ -106,17 +155,28 @@ class LLMEmbedderEmbedding(BaseEmbedding):
         """The underlying encoder."""
         return self._encoder
 
+    @property
+    def query_instruction(self) -> str:
+        """The prefix put before each query (empty when instructions are off)."""
+        return self._encoder.instruction(self.task, "query")
+
+    @property
+    def text_instruction(self) -> str:
+        """The prefix put before each text (the task's key instruction; may be empty)."""
+        return self._encoder.instruction(self.task, "key")
+
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._encoder.encode_queries([query], task=self.task)[0].tolist()
+        return embed(self._encoder, [query], task=self.task, side="query")[0].tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return self._get_query_embedding(query)
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._encoder.encode_keys([text], task=self.task)[0].tolist()
+        return embed(self._encoder, [text], task=self.task, side="key")[0].tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._encoder.encode_keys(texts, task=self.task).tolist()
+        # Checked (and empty ones counted) once per call by get_text_embedding_batch.
+        return embed_checked(self._encoder, list(texts), task=self.task, side="key").tolist()
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._get_text_embeddings(texts)  # one batch, not one forward pass per text
@@ -124,20 +184,25 @@ class LLMEmbedderEmbedding(BaseEmbedding):
     def get_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Embedding]:
-        """Embed ``texts`` with the key instruction; a single string is refused, not split."""
-        items = validate_texts(texts, "texts")
+        """Embed ``texts`` with the key instruction; a single string is refused, not split.
+
+        Empty texts are embedded too, with one warning giving their count.
+        """
+        items = validate_texts(texts, "texts", allow_empty=True)
         return super().get_text_embedding_batch(items, show_progress, **kwargs)
 
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Embedding]:
         """Async :meth:`get_text_embedding_batch`."""
-        items = validate_texts(texts, "texts")
+        items = validate_texts(texts, "texts", allow_empty=True)
         return await super().aget_text_embedding_batch(items, show_progress, **kwargs)
 
 
 class LocalLlamaIndexLLM(CustomLLM):
     """A LlamaIndex LLM over a local transformers causal LM (offline; SmolLM2 by default).
+
+    It streams: ``stream_complete`` and ``stream_chat`` yield the answer while it is generated.
 
     Example:
         .. code-block:: python
@@ -147,6 +212,13 @@ class LocalLlamaIndexLLM(CustomLLM):
 
     max_new_tokens: int = Field(default=128, description="Most tokens generated per answer.")
     context_window: int = Field(default=2048, description="Tokens the model attends to.")
+    no_repeat_ngram_size: int = Field(
+        default=3,
+        description="No sequence of this many answer tokens appears twice (0: off); stops loops.",
+    )
+    repetition_penalty: float = Field(
+        default=1.0, description="transformers' penalty on tokens already seen (1.0: none)."
+    )
 
     _llm: LocalLLM = PrivateAttr()
 
@@ -154,6 +226,12 @@ class LocalLlamaIndexLLM(CustomLLM):
         super().__init__(**kwargs)
         if self.max_new_tokens <= 0:
             raise ValueError(f"`max_new_tokens` must be > 0, got {self.max_new_tokens}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"`no_repeat_ngram_size` must be >= 0 (0: off), got {self.no_repeat_ngram_size}"
+            )
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"`repetition_penalty` must be > 0, got {self.repetition_penalty}")
         self._llm = llm if llm is not None else LocalLLM()
 
     @classmethod
@@ -171,28 +249,56 @@ class LocalLlamaIndexLLM(CustomLLM):
             model_name=self._llm.name,
         )
 
+    def _options(self) -> dict[str, Any]:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+    @staticmethod
+    def _turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+        return [{"role": m.role.value, "content": m.content or ""} for m in messages]
+
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer with the model's chat template."""
-        turns = [{"role": m.role.value, "content": m.content or ""} for m in messages]
-        text = self._llm.chat(turns, max_new_tokens=self.max_new_tokens)
+        text = self._llm.chat(self._turns(messages), **self._options())
         return ChatResponse(message=ChatMessage(role="assistant", content=text))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """:meth:`chat`, piece by piece while it is generated."""
+        pieces = self._llm.stream_chat(self._turns(messages), **self._options())
+
+        def gen() -> ChatResponseGen:
+            text = ""
+            for piece in pieces:
+                text += piece
+                yield ChatResponse(message=ChatMessage(role="assistant", content=text), delta=piece)
+
+        return gen()
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer ``prompt`` as one user turn."""
-        text = self._llm.chat(
-            [{"role": "user", "content": prompt}], max_new_tokens=self.max_new_tokens
-        )
+        text = self._llm.chat([{"role": "user", "content": prompt}], **self._options())
         return CompletionResponse(text=text)
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        """One chunk holding the whole answer (the local model does not stream)."""
-        response = self.complete(prompt, formatted=formatted)
-        yield CompletionResponse(text=response.text, delta=response.text)
+        """:meth:`complete`, piece by piece while it is generated."""
+        pieces = self._llm.stream_chat([{"role": "user", "content": prompt}], **self._options())
+
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for piece in pieces:
+                text += piece
+                yield CompletionResponse(text=text, delta=piece)
+
+        return gen()
 
 
 def hit_to_node(hit: Hit) -> NodeWithScore:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ._imports import require
+
+if TYPE_CHECKING:  # torch loads on first use, not on import
+    import torch
 
 __all__ = ["LocalLLM", "smollm2_gguf_path"]
 
@@ -67,6 +69,8 @@ class LocalLLM:
         if self.model is None:
             gguf = smollm2_gguf_path()
             self.model, self.gguf_file = str(gguf.parent), gguf.name
+        import torch
+
         self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.dtype == "auto":
             torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -109,33 +113,165 @@ class LocalLLM:
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
     ) -> str:
         """Answer a chat (``[{"role": "user", "content": ...}, ...]``) with the chat template.
 
         Greedy decoding when ``temperature`` is 0. Text after the first ``stop`` string is cut.
+
+        Args:
+            messages: The chat, oldest first.
+            max_new_tokens: Most tokens generated.
+            temperature: Sampling temperature; 0 is greedy decoding.
+            stop: Strings that end the answer (they are not returned).
+            no_repeat_ngram_size: When > 0, no sequence of this many tokens appears twice in
+                the answer (the prompt is not counted, so copying from the context stays free):
+                it stops a small model's loops ("the funds for the funds for...").
+            repetition_penalty: transformers' penalty on every token already seen, prompt
+                included (1.0 is none).
         """
+        return "".join(
+            self.stream_chat(
+                messages,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                stop=stop,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                repetition_penalty=repetition_penalty,
+            )
+        )
+
+    def stream_chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
+    ) -> Iterator[str]:
+        """:meth:`chat`, as pieces of text while they are generated; they join to its answer.
+
+        Leading and trailing white space is left out and nothing after a ``stop`` string is
+        yielded, as in :meth:`chat`. Closing the iterator early stops the generation.
+        """
+        from transformers import LogitsProcessorList, StoppingCriteriaList, TextIteratorStreamer
+
         if max_new_tokens <= 0:
             raise ValueError(f"`max_new_tokens` must be > 0, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"`temperature` must be >= 0, got {temperature}")
+        if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"`no_repeat_ngram_size` must be an int >= 0 (0: off), got {no_repeat_ngram_size!r}"
+            )
+        if repetition_penalty <= 0:
+            raise ValueError(f"`repetition_penalty` must be > 0, got {repetition_penalty}")
+        stops = [s for s in stop or () if s]
         prompt = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        prompt_length = inputs["input_ids"].shape[1]
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": temperature}
             if temperature > 0
             else {"do_sample": False}
         )
-        with torch.inference_mode():
-            out = self.hf_model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **sampling,
-            )
-        text = self.tokenizer.decode(
-            out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-        for s in stop or ():
-            text = text.split(s, 1)[0]
-        return text.strip()
+        processors = LogitsProcessorList()
+        if no_repeat_ngram_size:
+            processors.append(_NoRepeatAnswerNgrams(no_repeat_ngram_size, prompt_length))
+        if repetition_penalty != 1.0:
+            sampling["repetition_penalty"] = repetition_penalty
+        cancelled = threading.Event()
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+        import torch
+
+        def generate() -> None:
+            try:
+                with torch.inference_mode():
+                    self.hf_model.generate(
+                        **inputs,
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        logits_processor=processors,
+                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancelled)]),
+                        streamer=streamer,
+                        **sampling,
+                    )
+            except BaseException as exc:  # handed to the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=generate, daemon=True)
+        thread.start()
+        hold = max((len(s) for s in stops), default=1) - 1
+        text, sent = "", 0
+        try:
+            for piece in streamer:
+                text += piece
+                cut = _first_stop(text, stops)
+                if cut is not None:
+                    text = text[:cut]
+                    break
+                if sent == 0:
+                    text = text.lstrip()
+                # Hold back trailing white space and what may be the start of a stop string.
+                end = min(len(text.rstrip()), len(text) - hold)
+                if end > sent:
+                    yield text[sent:end]
+                    sent = end
+            final = text.rstrip()
+            if len(final) > sent:
+                yield final[sent:]
+        finally:
+            cancelled.set()
+            thread.join()
+        if errors:
+            raise errors[0]
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    """Where the first stop string starts in ``text``; None when none occurs."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+class _Cancelled:
+    """Stopping criterion: true once ``event`` is set (the consumer stopped reading)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
+        import torch
+
+        done = self.event.is_set()
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class _NoRepeatAnswerNgrams:
+    """Logits processor: no ``n``-gram of the generated answer occurs twice.
+
+    transformers' ``no_repeat_ngram_size`` counts the prompt too, which would forbid copying a
+    name or a phrase from the retrieved context; this one looks at the answer alone.
+    """
+
+    def __init__(self, n: int, prompt_length: int) -> None:
+        self.n = n
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        n = self.n
+        for row, ids in enumerate(input_ids[:, self.prompt_length :].tolist()):
+            if len(ids) < n - 1 or n < 1:
+                continue
+            tail = ids[len(ids) - n + 1 :]
+            banned = [ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i : i + n - 1] == tail]
+            if banned:
+                scores[row, banned] = -float("inf")
+        return scores

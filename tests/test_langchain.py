@@ -331,3 +331,66 @@ def test_a_blank_page_does_not_abort_chroma_from_documents(encoder, tmp_path):
 def test_none_and_bytes_still_raise_with_their_position(encoder, bad, message):
     with pytest.raises(TypeError, match=message):
         LLMEmbedderEmbeddings(encoder=encoder).embed_documents(["ok", bad])
+
+
+# -- the local chat model: no loops, streaming
+
+
+@pytest.fixture(scope="module")
+def private_school_chain(data_path):
+    """The demo's RAG chain over XQuAD's private-school paragraphs, where SmolLM2 loops."""
+    from llm_embedder_integrations.evaluation.datasets import load_dataset
+
+    corpus = load_dataset("xquad", "all", data_path=data_path).corpus
+    ids = [i for i in corpus if i.startswith("Private_school#")]
+    store = ChromaStore(LLMEmbedder(SHIPPED_MODEL, backend="onnx"))
+    store.add([corpus[i] for i in ids], task="qa", ids=ids)
+    retriever = LLMEmbedderRetriever(store=store, k=2)
+    question = "How are ergänzungsschulen funded?"
+    assert [d.id for d in retriever.invoke(question)] == ["Private_school#0", "Private_school#1"]
+    return retriever, question
+
+
+def _repeated_ngrams(tokenizer, text: str, n: int) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+@pytest.mark.slow
+def test_local_chat_model_does_not_loop(private_school_chain):
+    from llm_embedder_integrations.langchain import LocalChatModel, rag_chain
+
+    retriever, question = private_school_chain
+    looping = LocalChatModel(max_new_tokens=24, no_repeat_ngram_size=0)
+    tokenizer = looping.llm.tokenizer
+    before = rag_chain(retriever, looping).invoke(question)
+    assert before.startswith("The funds for the funds for the funds for")
+    assert _repeated_ngrams(tokenizer, before, 4) >= 10
+    after = rag_chain(retriever, LocalChatModel(max_new_tokens=24)).invoke(question)
+    assert len(tokenizer(after)["input_ids"]) >= 20
+    assert _repeated_ngrams(tokenizer, after, 3) == 0
+
+
+@pytest.mark.slow
+def test_local_chat_model_streams_tokens(private_school_chain):
+    from llm_embedder_integrations.langchain import LocalChatModel, rag_chain
+
+    retriever, question = private_school_chain
+    chain = rag_chain(retriever, LocalChatModel(max_new_tokens=16))
+    chunks = list(chain.stream(question))
+    assert all(isinstance(c, str) for c in chunks)
+    assert len([c for c in chunks if c]) >= 8  # LangChain may add an empty closing chunk
+    assert "".join(chunks) == chain.invoke(question)
+
+
+def test_stream_chat_cuts_at_a_stop_string_and_strips():
+    from llm_embedder_integrations.llm import LocalLLM
+
+    llm = LocalLLM()
+    messages = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+    full = llm.chat(messages, max_new_tokens=24)
+    assert "4" in full and full == full.strip()
+    pieces = list(llm.stream_chat(messages, max_new_tokens=24, stop=["4"]))
+    assert "".join(pieces) == full.split("4", 1)[0].strip()
+    assert len(pieces) >= 3

@@ -95,3 +95,72 @@ def test_local_llm_rejects_bad_budget():
 
     with pytest.raises(ValueError, match="max_new_tokens"):
         LocalLlamaIndexLLM(max_new_tokens=0)
+
+
+def test_embedding_takes_encoder_settings_directly(tmp_path):
+    from llm_embedder_integrations import SHIPPED_MODEL
+    from llm_embedder_integrations.cache import EmbeddingCache
+
+    emb = LLMEmbedderEmbedding(
+        SHIPPED_MODEL,
+        backend="onnx",
+        precision="fp32",
+        cache=tmp_path / "cache.sqlite",
+        show_progress=False,
+        embed_batch_size=8,
+    )
+    enc = emb.llm_embedder
+    assert (enc.backend, enc.show_progress, enc.batch_size) == ("onnx", False, 8)
+    assert (emb.backend, emb.embed_batch_size) == ("onnx", 8)
+    assert isinstance(enc.cache, EmbeddingCache)
+    first = emb.get_text_embedding_batch(DOCS)
+    assert (tmp_path / "cache.sqlite").stat().st_size > 0
+    np.testing.assert_allclose(emb.get_text_embedding_batch(DOCS), first, atol=1e-6)
+
+
+def test_settings_with_an_encoder_are_refused(encoder):
+    with pytest.raises(ValueError, match=r"either `encoder` or the settings \['cache'\]"):
+        LLMEmbedderEmbedding(encoder=encoder, cache="x.sqlite")
+
+
+def test_instructions_are_exposed_read_only(encoder, encoder_instr):
+    from llm_embedder_integrations.instructions import get_instruction
+
+    emb = LLMEmbedderEmbedding(encoder=encoder_instr, task="chat")
+    assert emb.query_instruction == get_instruction("chat").query
+    assert emb.text_instruction == get_instruction("chat").key
+    plain = LLMEmbedderEmbedding(encoder=encoder, task="chat")
+    assert (plain.query_instruction, plain.text_instruction) == ("", "")
+    with pytest.raises((AttributeError, ValueError)):
+        emb.text_instruction = "x"
+
+
+def test_empty_texts_are_embedded_with_one_warning(encoder, recwarn):
+    emb = LLMEmbedderEmbedding(encoder=encoder, embed_batch_size=2)
+    vectors = np.asarray(emb.get_text_embedding_batch(["", DOCS[0], " ", DOCS[1], ""]))
+    warned = [str(w.message) for w in recwarn if "empty" in str(w.message)]
+    assert warned == [
+        "3 of 5 texts are empty or only white space; they are embedded as they are "
+        "(their vectors carry no content)"
+    ]
+    np.testing.assert_allclose(vectors[1], encoder.encode_keys([DOCS[0]])[0], atol=1e-6)
+    np.testing.assert_allclose(vectors[0], vectors[4], atol=1e-6)
+    assert np.linalg.norm(vectors[0]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.warns(UserWarning, match="1 of 1 queries are empty"):
+        np.testing.assert_allclose(emb.get_query_embedding(""), vectors[0], atol=1e-6)
+
+
+def test_none_still_raises_with_its_position(encoder):
+    with pytest.raises(TypeError, match=r"`texts\[1\]` must be a string, got NoneType"):
+        LLMEmbedderEmbedding(encoder=encoder).get_text_embedding_batch(["ok", None])
+
+
+@pytest.mark.slow
+def test_local_llm_streams_and_joins_to_the_answer():
+    from llm_embedder_integrations.llama_index import LocalLlamaIndexLLM
+
+    llm = LocalLlamaIndexLLM(max_new_tokens=16)
+    prompt = "Name three colours of the rainbow."
+    responses = list(llm.stream_complete(prompt))
+    assert len(responses) >= 5
+    assert "".join(r.delta for r in responses) == responses[-1].text == llm.complete(prompt).text
