@@ -20,8 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .encoder import validate_texts
 from .store import ChromaStore, Hit, _check_k, text_id
 
@@ -40,7 +38,8 @@ class SelectedExample:
     text: str
     r"""The stored text, ``"{input}\n{output}"``."""
     score: float
-    """Cosine similarity between the query input and the example."""
+    """Cosine similarity between the query input and the example (the fused score on a hybrid
+    store)."""
 
 
 def _field_text(value: Any) -> str:
@@ -240,39 +239,31 @@ class ExampleBank:
                 inputs.append(query)
                 own_ids.append(set(exclude))
         validate_texts(inputs, "query inputs")
-        total = len(self)
-        if total == 0 or not inputs:
-            return [[] for _ in inputs]
-        vectors = self.store.encoder.encode_queries(inputs, task=self.task)
+
+        def enough(row: int, hits: list[Hit]) -> bool:
+            return sum(self._is_other(h, inputs[row]) for h in hits) >= k
+
+        found = self.store.search_batch(
+            inputs,
+            task=self.task,
+            k=k,
+            where=where,
+            exclude=own_ids,
+            enough=enough,
+            exact=self.exact,
+        )
         return [
-            self._select_one(vector, text, banned, k, total, where)
-            for vector, text, banned in zip(vectors, inputs, own_ids, strict=True)
+            [
+                SelectedExample(h.id, dict(h.metadata), h.text, h.score)
+                for h in hits
+                if self._is_other(h, text)
+            ][:k]
+            for hits, text in zip(found, inputs, strict=True)
         ]
 
-    def _select_one(
-        self,
-        vector: np.ndarray,
-        text: str,
-        banned: set[str],
-        k: int,
-        total: int,
-        where: Mapping[str, Any] | None,
-    ) -> list[SelectedExample]:
-        def wanted(hit: Hit) -> bool:
-            if hit.id in banned:
-                return False
-            try:
-                return self.input_text(hit.metadata) != text
-            except ValueError:  # stored without our input fields: cannot be the query itself
-                return True
-
-        n = min(total, k + 1 + len(banned))
-        while True:
-            hits = self.store.search_by_vectors(
-                vector[None, :], task=self.task, k=n, where=where, exact=self.exact
-            )[0]
-            kept = [h for h in hits if wanted(h)]
-            if len(kept) >= k or len(hits) < n or n >= total:
-                break
-            n = min(total, 2 * n)
-        return [SelectedExample(h.id, dict(h.metadata), h.text, h.score) for h in kept[:k]]
+    def _is_other(self, hit: Hit, text: str) -> bool:
+        """Whether ``hit`` is another example than the query (whose input is ``text``)."""
+        try:
+            return self.input_text(hit.metadata) != text
+        except ValueError:  # stored without our input fields: cannot be the query itself
+            return True

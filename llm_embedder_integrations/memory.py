@@ -29,7 +29,7 @@ import numpy as np
 
 from .encoder import validate_texts
 from .instructions import get_instruction
-from .store import ChromaStore, Hit, MetadataValue, _check_k
+from .store import ChromaStore, Hit, MetadataValue
 
 __all__ = [
     "DEFAULT_SPEAKERS",
@@ -269,7 +269,8 @@ class MemoryHit:
     positions: tuple[int, ...]
     """Positions of the chunks in their source, ascending."""
     score: float
-    """Cosine similarity of the best hit merged here."""
+    """Score of the best hit merged here: cosine similarity, or the fused score on a hybrid
+    store."""
     hit_position: int
     """Position of the best hit."""
     hit_positions: tuple[int, ...]
@@ -513,35 +514,42 @@ class MemoryRetriever:
         self, queries: Sequence[str], k: int = 4, *, where: Mapping[str, Any] | None = None
     ) -> list[list[MemoryHit]]:
         """:meth:`search` for several queries, encoded in one pass."""
-        _check_k(k)
         items = validate_texts(queries, "query")
-        if not items or self.count() == 0:
-            return [[] for _ in items]
-        vectors = self.store.encoder.encode_queries(items, task=self.task)
-        return self.search_by_vectors(vectors, k, where=where)
+        return self._search(items, None, k, where)
 
     def search_by_vectors(
         self, vectors: np.ndarray, k: int = 4, *, where: Mapping[str, Any] | None = None
     ) -> list[list[MemoryHit]]:
-        """:meth:`search` with query embeddings already computed (rows L2-normalised)."""
-        _check_k(k)
-        total = self.count()
-        return [self._search_vector(v[None, :], k, where, total) for v in np.asarray(vectors)]
+        """:meth:`search` with query embeddings already computed (rows L2-normalised).
 
-    def _search_vector(
-        self, vector: np.ndarray, k: int, where: Mapping[str, Any] | None, total: int
-    ) -> list[MemoryHit]:
-        if total == 0:
-            return []
-        n = min(k, total)
-        while True:
-            hits = self.store.search_by_vectors(
-                vector, task=self.task, k=n, where=where, exact=self.exact
-            )[0]
-            groups = merge_windows([self._window(h) for h in hits], limit=k)
-            if len(groups) >= k or len(hits) < n or n >= total:
-                break
-            n = min(total, 2 * n)
+        Dense search only: on a hybrid store, use :meth:`search_batch` (BM25 needs the texts).
+        """
+        return self._search(None, vectors, k, where)
+
+    def _search(
+        self,
+        queries: list[str] | None,
+        vectors: np.ndarray | None,
+        k: int,
+        where: Mapping[str, Any] | None,
+    ) -> list[list[MemoryHit]]:
+        def enough(_row: int, hits: list[Hit]) -> bool:
+            return len(merge_windows([self._window(h) for h in hits], limit=k)) >= k
+
+        found = self.store.search_batch(
+            queries,
+            task=self.task,
+            k=k,
+            vectors=vectors,
+            where=where,
+            enough=enough,
+            exact=self.exact,
+        )
+        return [self._results(hits, k) for hits in found]
+
+    def _results(self, hits: list[Hit], k: int) -> list[MemoryHit]:
+        """The hits merged with their neighbours into at most ``k`` results."""
+        groups = merge_windows([self._window(h) for h in hits], limit=k)
         wanted: dict[str, set[int]] = defaultdict(set)
         known = {_source_and_position(h): h for h in hits}
         for group in groups:

@@ -13,7 +13,8 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,7 +198,7 @@ class ChromaStore:
         self._collections: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
-        self._lexical: dict[str, tuple[int, int, BM25Index | None]] = {}
+        self._lexical_cache: dict[str, tuple[int, int, BM25Index | None]] = {}
 
     @classmethod
     def http(
@@ -392,6 +393,7 @@ class ChromaStore:
         task: str,
         k: int = 4,
         where: Mapping[str, Any] | None = None,
+        exclude: Collection[str] = (),
         exact: bool = False,
         hybrid: bool | Hybrid | None = None,
     ) -> list[Hit]:
@@ -402,76 +404,123 @@ class ChromaStore:
             task: The task whose instructions and collection to use.
             k: Number of results (fewer when fewer are stored).
             where: Chroma metadata filter, e.g. ``{"source": "a.txt"}``.
+            exclude: Ids never to return; the search fetches further to still return ``k``.
             exact: Brute-force cosine search instead of Chroma's HNSW index.
             hybrid: Fuse dense and BM25 rankings (None: the store's default). Scores are then
                 reciprocal-rank-fusion scores, not cosine similarities.
         """
-        return self.search_batch([query], task=task, k=k, where=where, exact=exact, hybrid=hybrid)[
-            0
-        ]
+        return self.search_batch(
+            [query],
+            task=task,
+            k=k,
+            where=where,
+            exclude=[exclude],
+            exact=exact,
+            hybrid=hybrid,
+        )[0]
 
     def search_batch(
         self,
-        queries: Sequence[str],
+        queries: Sequence[str] | None = None,
         *,
         task: str,
         k: int = 4,
+        vectors: np.ndarray | None = None,
         where: Mapping[str, Any] | None = None,
+        exclude: Sequence[Collection[str]] | None = None,
+        enough: Callable[[int, list[Hit]], bool] | None = None,
         exact: bool = False,
         hybrid: bool | Hybrid | None = None,
     ) -> list[list[Hit]]:
-        """:meth:`search` for several queries, encoded in one pass."""
+        """Search for several queries at once: the one search path of the package.
+
+        Every component (memory, examples, tools, conversational search, the benchmark) searches
+        through here, so that exact, HNSW and hybrid search, filters and exclusions behave the
+        same everywhere.
+
+        Args:
+            queries: The query texts, encoded in one pass (query instruction of ``task``).
+                Needed for hybrid search (BM25 reads the text); may be None with ``vectors``.
+            task: The task whose instructions and collection to use.
+            k: Results per query (fewer when fewer are stored or allowed).
+            vectors: The queries' embeddings, already computed (rows L2-normalised); with
+                ``queries`` as well, they must be the same queries in the same order.
+            where: Chroma metadata filter for every query, e.g. ``{"source": "a.txt"}``.
+            exclude: One collection of ids per query that the query must never return.
+            enough: The over-fetch rule: ``enough(i, hits)`` says whether the hits of query
+                ``i`` (best first, exclusions removed) make its ``k`` results. The store fetches
+                more (twice as many each time) until the rule holds or nothing more is stored,
+                and returns every hit it fetched, for the caller to build its results from.
+                Default: at least ``k`` hits, of which the first ``k`` are returned.
+            exact: Brute-force cosine search instead of Chroma's HNSW index.
+            hybrid: Fuse dense and BM25 rankings (None: the store's default). Each ranking is
+                cut to ``max(k, candidates)`` allowed entries before fusion; scores are then
+                reciprocal-rank-fusion scores, not cosine similarities.
+
+        Returns:
+            One list of hits per query, best first.
+
+        Raises:
+            TypeError: Neither ``queries`` nor ``vectors`` is given.
+            ValueError: ``k`` is not a positive int; ``queries`` and ``vectors`` disagree;
+                hybrid search without the query texts.
+        """
         _check_k(k)
-        items = validate_texts(queries, "queries")
         setting = _hybrid_setting(hybrid, self.hybrid)
-        vectors = self.encoder.encode_queries(items, task=task)
-        if setting is None:
-            return self.search_by_vectors(vectors, task=task, k=k, where=where, exact=exact)
-        depth = max(k, setting.candidates)
-        dense = self.search_by_vectors(vectors, task=task, k=depth, where=where, exact=exact)
-        lexical = self._lexical_top(items, task=task, k=depth, where=where)
-        return [self._fuse(task, d, lex, k, setting) for d, lex in zip(dense, lexical, strict=True)]
-
-    def _lexical_index(self, task: str) -> BM25Index | None:
-        """BM25 over the task's stored texts, rebuilt when they changed."""
-        collection = self.collection(task)
-        version, count = self._versions.get(task, 0), collection.count()
-        cached = self._lexical.get(task)
-        if cached is not None and cached[:2] == (version, count):
-            return cached[2]
-        got = collection.get(include=["documents"])
-        index = BM25Index(dict(zip(got["ids"], got["documents"], strict=True))) if count else None
-        self._lexical[task] = (version, count, index)
-        return index
-
-    def _lexical_top(
-        self, queries: list[str], *, task: str, k: int, where: Mapping[str, Any] | None
-    ) -> list[list[tuple[str, float]]]:
-        index = self._lexical_index(task)
-        if index is None:
-            return [[] for _ in queries]
-        allowed = None
-        if where:
-            allowed = set(self.collection(task).get(where=where, include=[])["ids"])
-        return index.top_k(queries, k, allowed)
-
-    def _fuse(
-        self,
-        task: str,
-        dense: list[Hit],
-        lexical: list[tuple[str, float]],
-        k: int,
-        setting: Hybrid,
-    ) -> list[Hit]:
-        fused = reciprocal_rank_fusion(
-            [[h.id for h in dense], [i for i, _ in lexical]],
-            [setting.dense_weight, setting.lexical_weight],
-            setting.rrf_k,
-        )[:k]
-        known = {h.id: h for h in dense}
-        missing = [i for i, _ in fused if i not in known]
-        known.update({h.id: h for h in self.get(missing, task=task)})
-        return [Hit(i, known[i].text, score, known[i].metadata) for i, score in fused if i in known]
+        items = None if queries is None else validate_texts(queries, "queries")
+        if vectors is not None:
+            vectors = _check_vectors(vectors, self.encoder.dim, "vectors")
+            if items is not None and len(items) != len(vectors):
+                raise ValueError(
+                    f"got {len(items)} queries and {len(vectors)} query vectors; pass one "
+                    "vector per query, in the same order"
+                )
+        if items is None:
+            if vectors is None:
+                raise TypeError(
+                    "`queries` must be a list of strings, got NoneType: pass the query texts, "
+                    "their `vectors`, or both"
+                )
+            if setting is not None:
+                raise ValueError(
+                    "hybrid search needs the query texts for BM25: pass `queries` along with "
+                    "`vectors`, or hybrid=False for a dense-only search"
+                )
+        n_queries = len(vectors) if vectors is not None else len(items or ())
+        banned = _check_exclude(exclude, n_queries)
+        if n_queries == 0:
+            return []
+        if vectors is None:
+            vectors = self.encoder.encode_queries(items or [], task=task)
+        dense = _DenseRanking(self.collection(task), vectors, where, exact)
+        lexical = None if setting is None else self._lexical(task, where)
+        depth = k if setting is None else max(k, setting.candidates)
+        fetch = [depth + len(b) for b in banned]
+        results: list[list[Hit]] = [[] for _ in range(n_queries)]
+        pending = list(range(n_queries))
+        while pending:
+            groups: dict[int, list[int]] = defaultdict(list)
+            for row in pending:
+                groups[fetch[row]].append(row)
+            pending = []
+            for size, rows in groups.items():
+                found = dense.top(rows, size)
+                words = None
+                if lexical is not None and items is not None:
+                    words = lexical.top([items[r] for r in rows], size)
+                for i, row in enumerate(rows):
+                    keep = size - len(banned[row])
+                    hits = [h for h in found[i] if h.id not in banned[row]][:keep]
+                    if setting is not None and words is not None:
+                        ranked = [d for d in words[i] if d not in banned[row]][:keep]
+                        hits = self._fuse(task, hits, ranked, setting)
+                    exhausted = len(found[i]) < size
+                    if exhausted or (len(hits) >= k if enough is None else enough(row, hits)):
+                        results[row] = hits if enough is not None else hits[:k]
+                    else:
+                        fetch[row] = 2 * size
+                        pending.append(row)
+        return results
 
     def search_by_vectors(
         self,
@@ -481,21 +530,84 @@ class ChromaStore:
         k: int = 4,
         where: Mapping[str, Any] | None = None,
         exact: bool = False,
+        hybrid: bool | Hybrid | None = None,
     ) -> list[list[Hit]]:
-        """Search with query embeddings already computed (rows L2-normalised)."""
-        _check_k(k)
-        vectors = _check_vectors(vectors, self.encoder.dim, "vectors")
-        if len(vectors) == 0:
-            return []
+        """Search with query embeddings already computed (rows L2-normalised).
+
+        Dense search only: hybrid search needs the texts, so on a hybrid store pass
+        ``hybrid=False`` here, or call :meth:`search_batch` with ``queries`` and ``vectors``.
+        """
+        return self.search_batch(
+            None, task=task, k=k, vectors=vectors, where=where, exact=exact, hybrid=hybrid
+        )
+
+    def _lexical(self, task: str, where: Mapping[str, Any] | None) -> _LexicalRanking:
+        """BM25 over the task's stored texts (rebuilt when they changed), within ``where``."""
         collection = self.collection(task)
-        if exact:
-            return self._exact(collection, vectors, k, where)
-        # Chroma returns fewer than k hits from a smaller (or empty) collection by itself. A
+        version, count = self._versions.get(task, 0), collection.count()
+        cached = self._lexical_cache.get(task)
+        if cached is not None and cached[:2] == (version, count):
+            index = cached[2]
+        else:
+            got = collection.get(include=["documents"])
+            index = (
+                BM25Index(dict(zip(got["ids"], got["documents"], strict=True))) if count else None
+            )
+            self._lexical_cache[task] = (version, count, index)
+        allowed = None
+        if where and index is not None:
+            allowed = set(collection.get(where=where, include=[])["ids"])
+        return _LexicalRanking(index, allowed)
+
+    def _fuse(self, task: str, dense: list[Hit], lexical: list[str], setting: Hybrid) -> list[Hit]:
+        fused = reciprocal_rank_fusion(
+            [[h.id for h in dense], lexical],
+            [setting.dense_weight, setting.lexical_weight],
+            setting.rrf_k,
+        )
+        known = {h.id: h for h in dense}
+        missing = [i for i, _ in fused if i not in known]
+        known.update({h.id: h for h in self.get(missing, task=task)})
+        return [Hit(i, known[i].text, score, known[i].metadata) for i, score in fused if i in known]
+
+
+def _check_exclude(exclude: Sequence[Collection[str]] | None, n: int) -> list[Collection[str]]:
+    if exclude is None:
+        return [() for _ in range(n)]
+    if isinstance(exclude, (str, Mapping)) or len(exclude) != n:
+        raise ValueError(
+            f"`exclude` must be a list with one collection of ids per query ({n}), got {exclude!r}"
+        )
+    for i, ids in enumerate(exclude):
+        if isinstance(ids, str):
+            raise TypeError(
+                f"`exclude[{i}]` is the string {ids!r}; give a list of ids (wrap one id in a list)"
+            )
+    return [ids if isinstance(ids, (set, frozenset)) else set(ids) for ids in exclude]
+
+
+class _DenseRanking:
+    """The dense ranking of some query vectors, fetched as deep as asked."""
+
+    def __init__(
+        self, collection: Any, vectors: np.ndarray, where: Mapping[str, Any] | None, exact: bool
+    ) -> None:
+        self.collection = collection
+        self.vectors = vectors
+        self.where = where or None
+        self.exact = exact
+        self._keys: tuple[dict[str, Any], np.ndarray] | None = None
+
+    def top(self, rows: list[int], n: int) -> list[list[Hit]]:
+        """The ``n`` best hits of each query of ``rows`` (fewer when fewer are stored)."""
+        if self.exact:
+            return self._exact(self.vectors[rows], n)
+        # Chroma returns fewer than n hits from a smaller (or empty) collection by itself. A
         # count() first cost more than the search at 100k vectors (SQLite counts by scanning).
-        result = collection.query(
-            query_embeddings=vectors,
-            n_results=k,
-            where=where or None,
+        result = self.collection.query(
+            query_embeddings=self.vectors[rows],
+            n_results=n,
+            where=self.where,
             include=["documents", "metadatas", "distances"],
         )
         return [
@@ -512,20 +624,24 @@ class ChromaStore:
             )
         ]
 
-    def _exact(
-        self, collection: Any, vectors: np.ndarray, k: int, where: Mapping[str, Any] | None
-    ) -> list[list[Hit]]:
-        got = collection.get(where=where or None, include=["documents", "metadatas", "embeddings"])
+    def _exact(self, vectors: np.ndarray, n: int) -> list[list[Hit]]:
+        if self._keys is None:  # read once per search, however often it fetches more
+            got = self.collection.get(
+                where=self.where, include=["documents", "metadatas", "embeddings"]
+            )
+            keys = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+            keys /= np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
+            self._keys = (got, keys)
+        got, keys = self._keys
         if not got["ids"]:
             return [[] for _ in vectors]
-        keys = np.asarray(got["embeddings"], dtype=np.float32)
-        keys /= np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
         scores = vectors @ keys.T
-        top = min(k, len(got["ids"]))
-        best = np.argpartition(-scores, top - 1, axis=1)[:, :top]
+        top = min(n, len(got["ids"]))
+        kth = -np.partition(-scores, top - 1, axis=1)[:, top - 1]
         out = []
-        for row, cand in zip(scores, best, strict=True):
-            ranked = cand[np.argsort(-row[cand], kind="stable")]
+        for row, bound in zip(scores, kth, strict=True):
+            cand = np.flatnonzero(row >= bound)  # every entry tied with the n-th too
+            ranked = cand[np.lexsort((cand, -row[cand]))][:top]  # ties: storage order
             out.append(
                 [
                     Hit(
@@ -538,3 +654,16 @@ class ChromaStore:
                 ]
             )
         return out
+
+
+@dataclass(frozen=True)
+class _LexicalRanking:
+    """The BM25 ranking of one search: the task's index and the ids its filter allows."""
+
+    index: BM25Index | None
+    allowed: set[str] | None
+
+    def top(self, queries: list[str], n: int) -> list[list[str]]:
+        if self.index is None:
+            return [[] for _ in queries]
+        return [[i for i, _ in row] for row in self.index.top_k(queries, n, self.allowed)]

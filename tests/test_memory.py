@@ -569,3 +569,30 @@ def test_llama_index_memory_retriever(facts):
     [node] = retriever.retrieve(MOUNTAIN)
     assert node.node.node_id == "facts:3-4" and node.node.get_content() == "\n".join(FACTS[3:5])
     assert node.node.metadata["positions"] == "3,4" and node.score > 0
+
+
+# -- hybrid ----------------------------------------------------------------------------------------
+
+# A query whose BM25 ranking moves FACTS_H[0] ("Tuesday") above where the dense ranking has it.
+FACTS_H = [
+    "Caroline went to the LGBTQ support group on Tuesday.",
+    "Melanie painted a sunrise over the lake last week.",
+    "The weather was lovely and they walked in the park.",
+    "Zyxoquin is the codename of the new project.",
+    "They talked about a new job and a move to another city.",
+    "Melanie's kids love the beach and camping trips.",
+]
+QUERY_H = "when did they walk in the park on Tuesday?"
+
+
+def test_a_hybrid_store_fuses_bm25_into_the_memory_search(encoder):
+    store = ChromaStore(encoder, hybrid=True)
+    memory = MemoryRetriever(store, task="chat", next_chunks=0, exact=True)
+    for fact in FACTS_H:
+        memory.add_text(fact, source_id="c")
+    fused = store.search(QUERY_H, task="chat", k=3, exact=True)
+    dense = store.search(QUERY_H, task="chat", k=3, exact=True, hybrid=False)
+    assert [h.id for h in fused] != [h.id for h in dense]  # precondition: the query tells them apart
+    results = memory.search(QUERY_H, k=3)
+    assert [r.chunks[0].id for r in results] == [h.id for h in fused]
+    assert [r.score for r in results] == pytest.approx([h.score for h in fused])

@@ -150,3 +150,60 @@ def test_unknown_task_in_the_store(store):
 def test_bad_collection_name(encoder):
     with pytest.raises(ValueError, match="`name` must be"):
         ChromaStore(encoder, name="has space")
+
+
+# -- the one search path ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["hnsw", "exact"])
+def test_excluded_ids_are_never_returned_and_k_still_comes_back(store, exact):
+    query = "Which city is the capital of Germany?"
+    ranked = [h.id for h in store.search(query, task="qa", k=4, exact=exact)]
+    hits = store.search(query, task="qa", k=2, exclude=ranked[:2], exact=exact)
+    assert [h.id for h in hits] == ranked[2:]
+
+
+def test_the_over_fetch_rule_fetches_until_it_holds(store):
+    query = "Which city is the capital of Germany?"
+    ranked = [h.id for h in store.search(query, task="qa", k=4, exact=True)]
+    assert ranked.index("ocean") >= 1  # precondition: k=1 alone would not reach it
+    seen: list[int] = []
+
+    def enough(row: int, hits: list) -> bool:
+        seen.append(len(hits))
+        return any(h.metadata["topic"] == "geo" for h in hits)
+
+    hits = store.search_batch([query], task="qa", k=1, enough=enough, exact=True)[0]
+    assert [h.id for h in hits][: ranked.index("ocean") + 1] == ranked[: ranked.index("ocean") + 1]
+    assert seen[0] == 1 and seen[-1] == len(hits) >= ranked.index("ocean") + 1
+
+
+def test_precomputed_vectors_give_the_same_hits(store, encoder):
+    queries = ["deep ocean", "plants and light"]
+    vectors = encoder.encode_queries(queries, task="qa")
+    by_text = store.search_batch(queries, task="qa", k=3)
+    assert store.search_batch(task="qa", k=3, vectors=vectors) == by_text
+    assert store.search_batch(queries, task="qa", k=3, vectors=vectors) == by_text
+
+
+def test_hybrid_search_without_the_texts_is_an_error_not_a_dense_search(encoder):
+    store = ChromaStore(encoder, hybrid=True)
+    store.add(DOCS, task="qa")
+    vectors = encoder.encode_queries(["deep ocean"], task="qa")
+    with pytest.raises(ValueError, match="hybrid search needs the query texts"):
+        store.search_by_vectors(vectors, task="qa")
+    assert len(store.search_by_vectors(vectors, task="qa", k=2, hybrid=False)[0]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({}, TypeError, "pass the query texts, their `vectors`"),
+        ({"queries": ["a", "b"], "vectors": np.zeros((1, 384))}, ValueError, "one vector per"),
+        ({"queries": ["a"], "exclude": ["x"]}, TypeError, r"`exclude\[0\]` is the string"),
+        ({"queries": ["a"], "exclude": [["x"], ["y"]]}, ValueError, "one collection of ids"),
+    ],
+)
+def test_bad_search_arguments(store, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        store.search_batch(task="qa", **kwargs)
