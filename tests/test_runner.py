@@ -20,8 +20,7 @@ from llm_embedder_integrations.evaluation.runner import (
     cap_queries,
     hnsw_overlap,
     rank_bm25,
-    rank_exact,
-    rank_hnsw,
+    rank_with_store,
     run_benchmark,
 )
 from llm_embedder_integrations.lexical import BM25Index
@@ -82,49 +81,57 @@ def two_conversations() -> RetrievalDataset:
     )
 
 
-# Exact search -------------------------------------------------------------------------------
+# Exact search through the store ------------------------------------------------------------
 
 
-def test_rank_exact_known_ranking():
+def rank_exact(encoder, ds: RetrievalDataset, queries: np.ndarray, docs: np.ndarray, **kw) -> dict:
+    """Exact ranking of hand-made vectors (zero-padded to the model's width) through the store."""
+    pad = ((0, 0), (0, encoder.dim - docs.shape[1]))
+    store = ChromaStore(encoder)
+    add_corpus(store, ds, np.pad(docs, pad))
+    return rank_with_store(ds, store, np.pad(queries, pad), exact=True, **kw)
+
+
+def test_rank_exact_known_ranking(encoder):
     ds = tiny()
     docs = np.eye(4, dtype=np.float32)
     queries = np.array([[0.1, 0.2, 0.9, 0.5], [0.8, 0.0, 0.1, 0.3]], dtype=np.float32)
-    run = rank_exact(ds, queries, docs, k=3)
+    run = rank_exact(encoder, ds, queries, docs, k=3)
     assert run == {"q0": ["d2", "d3", "d1"], "q1": ["d0", "d3", "d2"]}
 
 
-def test_rank_exact_ties_keep_corpus_order():
+def test_rank_exact_ties_keep_corpus_order(encoder):
     ds = tiny()
-    run = rank_exact(ds, np.ones((2, 4), np.float32), np.eye(4, dtype=np.float32))
+    run = rank_exact(encoder, ds, np.ones((2, 4), np.float32), np.eye(4, dtype=np.float32))
     assert run["q0"] == ["d0", "d1", "d2", "d3"]
 
 
-def test_rank_exact_never_returns_excluded_ids():
+def test_rank_exact_never_returns_excluded_ids(encoder):
     ds = with_exclusions()
     docs = np.eye(6, dtype=np.float32)
     # Each query points straight at the documents it must not retrieve.
     queries = np.zeros((2, 6), np.float32)
     queries[0, 2] = 1.0
     queries[1, [4, 5]] = 1.0
-    run = rank_exact(ds, queries, docs)
+    run = rank_exact(encoder, ds, queries, docs)
     assert run["q0"] == ["c0", "c1", "c3", "c4", "c5"]
     assert run["q1"] == ["c0", "c1", "c2", "c3"]
 
 
-def test_rank_exact_respects_conversation_filter():
+def test_rank_exact_respects_conversation_filter(encoder):
     ds = two_conversations()
     docs = np.eye(5, dtype=np.float32)
     queries = np.zeros((2, 5), np.float32)
     queries[0, 2] = 1.0  # qa points at b/1 (the other conversation), then a/2
     queries[0, 1] = 0.5
     queries[1, 1] = 1.0  # qb points at a/2
-    run = rank_exact(ds, queries, docs)
+    run = rank_exact(encoder, ds, queries, docs)
     assert run == {"qa": ["a/2", "a/1"], "qb": ["b/1", "b/2", "b/3"]}
 
 
-def test_rank_exact_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="one row per query and per document"):
-        rank_exact(tiny(), np.ones((2, 4), np.float32), np.eye(3, 4, dtype=np.float32))
+def test_rank_with_store_rejects_mismatched_shapes(encoder):
+    with pytest.raises(ValueError, match="got 2 query vectors for 1 queries"):
+        rank_with_store(tiny(), ChromaStore(encoder), np.ones((2, 384)), qids=["q0"])
 
 
 def test_allowed_mask_matches_candidate_ids():
@@ -180,7 +187,10 @@ def hnsw_run(encoder, ds: RetrievalDataset) -> tuple[dict, dict]:
     query_vectors = encoder.encode_queries(list(ds.queries.values()), task=ds.task)
     store = ChromaStore(encoder)
     add_corpus(store, ds, doc_vectors)
-    return rank_hnsw(ds, store, query_vectors), rank_exact(ds, query_vectors, doc_vectors)
+    return (
+        rank_with_store(ds, store, query_vectors),
+        rank_with_store(ds, store, query_vectors, exact=True),
+    )
 
 
 def test_hnsw_respects_conversation_filter(encoder):

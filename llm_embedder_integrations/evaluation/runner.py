@@ -1,9 +1,11 @@
 """The retrieval benchmark: BM25, the model without and with instructions, on the real datasets.
 
 For every dataset of the chosen tasks (`TASK_DATASETS`) the runner encodes the corpus once per
-instruction setting and the queries once, ranks with exact cosine search (numpy) or with Chroma's
-HNSW index, and scores the rankings against the qrels with `evaluate_rankings`. BM25 (bm25s,
-English stopwords) runs on the same corpus. Every system respects the dataset's per-query
+instruction setting and the queries once, puts the corpus in a `ChromaStore` and ranks through
+the store's own search (`ChromaStore.search_batch`: exact cosine search or Chroma's HNSW index,
+and for the hybrid rows its fusion with BM25), the code users run; it scores the rankings against
+the qrels with `evaluate_rankings`. BM25 alone (bm25s, English stopwords) runs on the same corpus
+as a baseline. Every system respects the dataset's per-query
 restrictions: the metadata ``"filter"`` (LoCoMo: a question searches only its own conversation)
 and ``exclude`` (SNI: the example itself; Tiny Shakespeare: the query chunk and every later one).
 
@@ -34,7 +36,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ..encoder import LLMEmbedder
-from ..lexical import BM25Index, Hybrid, reciprocal_rank_fusion
+from ..lexical import BM25Index, Hybrid
 from ..store import ChromaStore
 from .datasets import RetrievalDataset, Split, load_dataset
 from .metrics import evaluate_rankings
@@ -53,8 +55,7 @@ __all__ = [
     "cap_queries",
     "hnsw_overlap",
     "rank_bm25",
-    "rank_exact",
-    "rank_hnsw",
+    "rank_with_store",
     "run_benchmark",
 ]
 
@@ -66,9 +67,9 @@ SearchMode = Literal["exact", "hnsw"]
 KS: tuple[int, ...] = (1, 5, 10)
 """Cut-offs of the reported metrics."""
 K = 10
+"""Depth of every ranking (and of the HNSW-vs-exact overlap)."""
 HYBRID = Hybrid()
 """Fusion of the hybrid rows: the store's default (RRF, k=60, 50 candidates per ranking)."""
-"""Depth of every ranking (and of the HNSW-vs-exact overlap)."""
 
 
 @dataclass(frozen=True)
@@ -326,47 +327,6 @@ def _top_k(scores: np.ndarray, mask: np.ndarray, doc_ids: Sequence[str], k: int)
     ]
 
 
-def rank_exact(
-    ds: RetrievalDataset,
-    query_vectors: np.ndarray,
-    doc_vectors: np.ndarray,
-    *,
-    qids: Sequence[str] | None = None,
-    k: int = K,
-) -> dict[str, list[str]]:
-    """Rank by inner product (cosine for L2-normalised rows), within each query's restrictions.
-
-    Args:
-        ds: The dataset.
-        query_vectors: One row per query of ``qids``.
-        doc_vectors: One row per document of ``ds.corpus``, in corpus order.
-        qids: The queries, in the order of ``query_vectors``; default all, in ``ds`` order.
-        k: Ranking depth.
-
-    Returns:
-        Query id -> the ``k`` best allowed document ids (fewer if fewer are allowed).
-
-    Raises:
-        ValueError: If the shapes do not match the queries and the corpus.
-    """
-    _check_positive(k)
-    qids = list(ds.queries) if qids is None else list(qids)
-    q = np.asarray(query_vectors, dtype=np.float32)
-    d = np.asarray(doc_vectors, dtype=np.float32)
-    if q.ndim != 2 or d.ndim != 2 or q.shape[1] != d.shape[1]:
-        raise ValueError(
-            f"`query_vectors` {q.shape} and `doc_vectors` {d.shape} must be 2-D with the same "
-            "number of columns"
-        )
-    if len(q) != len(qids) or len(d) != len(ds.corpus):
-        raise ValueError(
-            f"got {len(q)} query vectors for {len(qids)} queries and {len(d)} document vectors "
-            f"for {len(ds.corpus)} documents; pass one row per query and per document"
-        )
-    rankings = _top_k(q @ d.T, allowed_mask(ds, qids), list(ds.corpus), k)
-    return dict(zip(qids, rankings, strict=True))
-
-
 def rank_bm25(
     ds: RetrievalDataset,
     *,
@@ -403,7 +363,7 @@ def add_corpus(store: ChromaStore, ds: RetrievalDataset, doc_vectors: np.ndarray
     """Add ``ds.corpus`` with precomputed key vectors to ``store``'s collection for ``ds.task``.
 
     Each document carries the ``doc_metadata`` fields that the queries' filters name, so that
-    `rank_hnsw` can pass the filters to Chroma as where-clauses.
+    `rank_with_store` can pass the filters to Chroma as where-clauses.
     """
     keys = _filter_keys(ds)
     doc_ids = list(ds.corpus)
@@ -427,18 +387,22 @@ def _where(where: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"$and": [{k: v} for k, v in sorted(where.items())]}
 
 
-def rank_hnsw(
+def rank_with_store(
     ds: RetrievalDataset,
     store: ChromaStore,
     query_vectors: np.ndarray,
     *,
     qids: Sequence[str] | None = None,
     k: int = K,
+    exact: bool = False,
+    hybrid: Hybrid | None = None,
 ) -> dict[str, list[str]]:
-    """Rank with Chroma's HNSW index; the corpus must have been added with `add_corpus`.
+    """Rank through `ChromaStore.search_batch`; the corpus must have been added with `add_corpus`.
 
-    A query's ``metadata["filter"]`` becomes a Chroma where-clause; for its ``exclude`` the search
-    fetches ``k + len(exclude)`` results and drops the excluded ones.
+    The model rows rank this way, through the search that users run (exact, HNSW or hybrid),
+    so that the benchmark measures that code. A query's ``metadata["filter"]`` becomes a Chroma
+    where-clause and its ``exclude`` the search's exclusions (the store fetches further to still
+    return ``k``).
 
     Args:
         ds: The dataset.
@@ -446,6 +410,9 @@ def rank_hnsw(
         query_vectors: One row per query of ``qids`` (encoded with the query instruction).
         qids: The queries, in the order of ``query_vectors``; default all, in ``ds`` order.
         k: Ranking depth.
+        exact: Brute-force search instead of the HNSW index.
+        hybrid: Fuse the dense ranking with BM25 (the query texts are passed along); None for
+            dense only.
 
     Returns:
         Query id -> up to ``k`` document ids, best first.
@@ -455,19 +422,23 @@ def rank_hnsw(
     vectors = np.asarray(query_vectors, dtype=np.float32)
     if len(vectors) != len(qids):
         raise ValueError(f"got {len(vectors)} query vectors for {len(qids)} queries")
-    groups: dict[tuple[tuple[tuple[str, Any], ...], int], list[int]] = defaultdict(list)
+    groups: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
     for row, qid in enumerate(qids):
-        where = ds.metadata.get(qid, {}).get("filter") or {}
-        fetch = k + len(ds.exclude.get(qid, ()))
-        groups[(tuple(sorted(where.items())), fetch)].append(row)
+        groups[tuple(sorted((ds.metadata.get(qid, {}).get("filter") or {}).items()))].append(row)
     run: dict[str, list[str]] = {}
-    for (where, fetch), rows in groups.items():
-        hits = store.search_by_vectors(
-            vectors[rows], task=ds.task, k=fetch, where=_where(dict(where))
+    for where, rows in groups.items():
+        found = store.search_batch(
+            [ds.queries[qids[row]] for row in rows],
+            task=ds.task,
+            k=k,
+            vectors=vectors[rows],
+            where=_where(dict(where)),
+            exclude=[ds.exclude.get(qids[row], set()) for row in rows],
+            exact=exact,
+            hybrid=hybrid or False,
         )
-        for row, found in zip(rows, hits, strict=True):
-            banned = ds.exclude.get(qids[row], set())
-            run[qids[row]] = [h.id for h in found if h.id not in banned][:k]
+        for row, hits in zip(rows, found, strict=True):
+            run[qids[row]] = [h.id for h in hits]
     return {qid: run[qid] for qid in qids}
 
 
@@ -609,14 +580,12 @@ def benchmark_dataset(
                 f"({len(qids)} queries, {len(doc_ids)} docs, {row.seconds:.1f} s)"
             )
 
-    lexical: dict[str, list[str]] | None = None
     if bm25:
         start = time.perf_counter()
         index = cache.get(("bm25", corpus_key))
         if index is None:
             index = cache[("bm25", corpus_key)] = BM25Index(ds.corpus)
-        lexical = rank_bm25(ds, qids=qids, index=index, k=HYBRID.candidates)
-        finish("bm25", "bm25", {q: ids[:K] for q, ids in lexical.items()}, start)
+        finish("bm25", "bm25", rank_bm25(ds, qids=qids, index=index), start)
 
     for encoder in encoders:
         start = time.perf_counter()
@@ -632,40 +601,31 @@ def benchmark_dataset(
             texts = [ds.corpus[d] for d in doc_ids]
             doc_vectors = cache[key] = encoder.encode_keys(texts, task=ds.task)
         query_vectors = encoder.encode_queries([ds.queries[q] for q in qids], task=ds.task)
-        deep = rank_exact(ds, query_vectors, doc_vectors, qids=qids, k=HYBRID.candidates)
-        exact = {q: ids[:K] for q, ids in deep.items()}
         system = _system_name(encoder)
-        if search == "exact":
-            finish(system, "exact", exact, start)
-        else:
-            store = ChromaStore(encoder)
-            try:
-                add_corpus(store, ds, doc_vectors)
-                approximate = rank_hnsw(ds, store, query_vectors, qids=qids)
-            finally:
-                store.reset(ds.task)
-            finish(
-                system,
-                "hnsw",
-                approximate,
-                start,
-                hnsw_recall=hnsw_overlap(approximate, exact),
-                exact_metrics=evaluate_rankings(exact, ds.qrels, KS),
-            )
-        if lexical is not None:
-            hybrid_start = time.perf_counter()
-            fused = {
-                q: [
-                    doc
-                    for doc, _ in reciprocal_rank_fusion(
-                        [deep[q], lexical[q]],
-                        [HYBRID.dense_weight, HYBRID.lexical_weight],
-                        HYBRID.rrf_k,
-                    )[:K]
-                ]
-                for q in qids
-            }
-            finish(f"{system}+bm25", "hybrid", fused, hybrid_start)
+        store = ChromaStore(encoder)
+        try:
+            add_corpus(store, ds, doc_vectors)
+            exact = rank_with_store(ds, store, query_vectors, qids=qids, exact=True)
+            if search == "exact":
+                finish(system, "exact", exact, start)
+            else:
+                approximate = rank_with_store(ds, store, query_vectors, qids=qids)
+                finish(
+                    system,
+                    "hnsw",
+                    approximate,
+                    start,
+                    hnsw_recall=hnsw_overlap(approximate, exact),
+                    exact_metrics=evaluate_rankings(exact, ds.qrels, KS),
+                )
+            if bm25:
+                hybrid_start = time.perf_counter()
+                fused = rank_with_store(
+                    ds, store, query_vectors, qids=qids, exact=search == "exact", hybrid=HYBRID
+                )
+                finish(f"{system}+bm25", "hybrid", fused, hybrid_start)
+        finally:
+            store.reset(ds.task)
     return rows
 
 
