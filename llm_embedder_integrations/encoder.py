@@ -17,10 +17,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from . import _cpu
 from .cache import EmbeddingCache
@@ -49,7 +48,16 @@ _HUB_PROBE_SECONDS = 3.0
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 Pooling = Literal["auto", "cls", "mean"]
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_PRECISIONS = ("fp32", "fp16", "bf16")
+
+if TYPE_CHECKING:  # torch loads on first use, not on import
+    import torch
+
+
+def _torch_dtype(precision: str) -> torch.dtype:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,8 @@ def validate_texts(
 
 
 def _pick_device(device: str | None) -> torch.device:
+    import torch
+
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available():
@@ -271,13 +281,15 @@ def _pick_backend(
             choice.precision,
             choice.reason,
         )
-        return _DTYPES[choice.precision], choice.backend
+        return _torch_dtype(choice.precision), choice.backend
+    import torch
+
     if precision == "auto":
         dtype = torch.float32
         if device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
-        dtype = _DTYPES[precision]
+        dtype = _torch_dtype(precision)
     if backend == "auto":
         backend = "onnx" if device.type == "cpu" and dtype == torch.float32 else "torch"
     return dtype, backend
@@ -412,7 +424,7 @@ class LLMEmbedder:
     ) -> None:
         if instructions not in (True, False, "auto"):
             raise ValueError(f"`instructions` must be True, False or 'auto', got {instructions!r}")
-        if precision not in ("auto", *_DTYPES):
+        if precision not in ("auto", *_PRECISIONS):
             raise ValueError(
                 f"`precision` must be one of auto, fp32, fp16, bf16; got {precision!r}"
             )
@@ -446,6 +458,8 @@ class LLMEmbedder:
         self._prompts = {**prompts_for(), **saved}
         self.pools_instructions = pools_instructions(self._st)
         self._prompt_lengths: dict[str, int] = {}
+        import torch
+
         if backend != "torch" and (self.device.type != "cpu" or self.dtype != torch.float32):
             raise ValueError(
                 f"backend {backend!r} runs on the CPU from fp32 weights; use device='cpu' and "
@@ -580,6 +594,8 @@ class LLMEmbedder:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="encoding", unit="batch")
+        import torch
+
         with torch.inference_mode():
             for start in starts:
                 idx = order[start : start + self.batch_size]

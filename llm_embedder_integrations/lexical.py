@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import bm25s
 import numpy as np
 
 __all__ = ["BM25Index", "Hybrid", "reciprocal_rank_fusion"]
@@ -32,6 +31,8 @@ class BM25Index:
     def __init__(self, corpus: Mapping[str, str]) -> None:
         if not corpus:
             raise ValueError("`corpus` is empty: BM25 needs at least one document to index")
+        import bm25s  # with numba and scipy: loaded on first use, not on import
+
         self.ids: list[str] = list(corpus)
         tokens = bm25s.tokenize([corpus[i] for i in self.ids], stopwords="en", show_progress=False)
         self._index = bm25s.BM25()
@@ -53,6 +54,8 @@ class BM25Index:
         """
         if isinstance(queries, str):
             raise TypeError("`queries` must be a list of strings; wrap a single query in a list")
+        import bm25s
+
         tokenized = bm25s.tokenize(
             list(queries), stopwords="en", return_ids=False, show_progress=False
         )

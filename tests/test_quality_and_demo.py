@@ -168,3 +168,33 @@ def test_core_imports_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "llm_embedder_integrations",
+        "llm_embedder_integrations.evaluation",
+        "llm_embedder_integrations.langchain",
+        "llm_embedder_integrations.llama_index",
+    ],
+)
+def test_importing_a_public_module_loads_no_heavy_library(module):
+    # torch, the model libraries, Chroma and BM25 load on first use (benchmarks/imports.py
+    # measures what the import costs).
+    import subprocess
+    import sys
+
+    heavy = (
+        "torch",
+        "sentence_transformers",
+        "transformers",
+        "chromadb",
+        "onnxruntime",
+        "bm25s",
+        "langchain_chroma",
+        "llama_index.vector_stores.chroma",
+    )
+    code = f"import sys, {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
