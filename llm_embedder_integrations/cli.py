@@ -6,10 +6,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from . import __version__
+
 if TYPE_CHECKING:
+    from .indexing import SourceFile
+    from .store import ChromaStore
     from .training.train import TrainConfig
 
 __all__ = ["main"]
@@ -111,13 +115,130 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_index(args: argparse.Namespace, *, create: bool) -> tuple[ChromaStore, str]:
+    """The store at ``--store`` with the model given, else the one recorded in it."""
+    import chromadb
+
+    from .encoder import LLMEmbedder
+    from .indexing import IndexingError, open_store, recorded_model
+
+    if not create and not os.path.isdir(args.store):
+        raise IndexingError(
+            f"{args.store}: no index there; build one with `llm-embedder index PATH... "
+            f"--task {args.task} --store {args.store}`"
+        )
+    os.makedirs(args.store, exist_ok=True)
+    client = chromadb.PersistentClient(
+        path=args.store, settings=chromadb.Settings(anonymized_telemetry=False)
+    )
+    recorded = recorded_model(client, args.task)
+    if not create and recorded is None:
+        raise IndexingError(
+            f"{args.store}: holds no {args.task!r} index; build one with `llm-embedder index "
+            f"PATH... --task {args.task} --store {args.store}`"
+        )
+    model = args.model or recorded
+    encoder = LLMEmbedder(model, show_progress=False)
+    return open_store(args.store, encoder, client=client), encoder.model_id
+
+
+def _index(args: argparse.Namespace) -> int:
+    from .indexing import find_files, index_paths
+
+    find_files(args.paths)  # a missing path fails before the store is created or opened
+    store, model_id = _open_index(args, create=True)
+
+    def bar(files: Iterable[SourceFile]) -> Iterable[SourceFile]:
+        from tqdm.auto import tqdm
+
+        return tqdm(files, desc="indexing", unit="file")
+
+    report = index_paths(
+        args.paths,
+        store,
+        task=args.task,
+        chunk_tokens=args.chunk_tokens,
+        progress=bar if sys.stderr.isatty() else None,
+    )
+    print(
+        f"{report.summary()}; {store.count(args.task)} chunks in {args.store} "
+        f"(task {args.task}, model {model_id})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    import json
+
+    from ._validation import check_k
+
+    try:
+        check_k(args.k)
+    except ValueError as exc:
+        raise SystemExit(f"llm-embedder query: -k must be a positive int, got {args.k}") from exc
+    store, _ = _open_index(args, create=False)
+    hits = store.search(args.text, task=args.task, k=args.k, hybrid=args.hybrid or None)
+    if args.json:
+        rows = [
+            {"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        where = hit.metadata.get("source", "")
+        record = hit.metadata.get("record")
+        if record is not None and not str(where).endswith((".txt", ".md")):
+            where = f"{where}:{record}"
+        text = " ".join(hit.text.split())
+        print(
+            f"{rank}. [{hit.score:.3f}] {where}\n   {text[:300]}{'...' if len(text) > 300 else ''}"
+        )
+    if not hits:
+        print("no results", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
         prog="llm-embedder", description="LLM-Embedder for LangChain and LlamaIndex."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    from .indexing import SUFFIXES
+
+    index = sub.add_parser(
+        "index",
+        help=f"index your files and folders ({', '.join(SUFFIXES)}) into a persistent store",
+    )
+    index.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to index")
+    index.add_argument("--task", default="qa", help="LLM-Embedder task (default: qa)")
+    index.add_argument("--store", required=True, help="directory of the store (created if new)")
+    index.add_argument(
+        "--model",
+        default=None,
+        help="embedding model name or path (default: the one the store was built with, "
+        "else BAAI/llm-embedder or the shipped MiniLM)",
+    )
+    index.add_argument(
+        "--chunk-tokens", type=int, default=128, help="most tokens per chunk (default: 128)"
+    )
+    index.set_defaults(func=_index)
+
+    query = sub.add_parser("query", help="search a store built with `llm-embedder index`")
+    query.add_argument("text", help="what to search for")
+    query.add_argument("--task", default="qa", help="LLM-Embedder task (default: qa)")
+    query.add_argument("--store", required=True, help="directory of the store")
+    query.add_argument("-k", type=int, default=5, help="number of results (default: 5)")
+    query.add_argument("--json", action="store_true", help="print the results as JSON")
+    query.add_argument("--hybrid", action="store_true", help="fuse the dense ranking with BM25's")
+    query.add_argument(
+        "--model", default=None, help="embedding model (default: the one the store records)"
+    )
+    query.set_defaults(func=_query)
 
     demo = sub.add_parser(
         "demo", help="index XQuAD, answer questions with a RAG chain, print MRR@10"
@@ -239,6 +360,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if args.func in (_index, _query):
+        from .indexing import IndexingError
+        from .instructions import get_instruction
+        from .store import StoreMismatchError
+
+        try:
+            get_instruction(args.task)
+        except ValueError as exc:
+            print(f"llm-embedder {args.command}: {exc}", file=sys.stderr)
+            return 2
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        if not sys.stderr.isatty():  # model-loading bars only on a terminal
+            hf_logging.disable_progress_bar()
+        try:
+            return int(args.func(args))
+        except (IndexingError, StoreMismatchError, OSError) as exc:
+            print(f"llm-embedder {args.command}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
     return int(args.func(args))
 
 
