@@ -18,19 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._validation import check_int_at_least_zero, check_k
 from .encoder import validate_texts
 from .instructions import get_instruction
-from .store import ChromaStore, Hit, MetadataValue, _check_k
+from .store import ChromaStore, Hit, MetadataValue
 
 __all__ = ["ConversationalRetriever", "conversational_query"]
-
-
-def _check_max_history(max_history: object) -> int | None:
-    if max_history is not None and (
-        isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < 0
-    ):
-        raise ValueError(f"`max_history` must be an int >= 0 or None, got {max_history!r}")
-    return max_history
 
 
 def conversational_query(
@@ -53,7 +46,7 @@ def conversational_query(
     """
     validate_texts([utterance], "utterance")
     previous = validate_texts(history, "history")
-    _check_max_history(max_history)
+    check_int_at_least_zero(max_history, "max_history", allow_none=True)
     if max_history is not None:
         previous = previous[len(previous) - max_history :] if max_history else []
     return " ".join([utterance, *reversed(previous)])
@@ -80,7 +73,7 @@ class ConversationalRetriever:
         if not isinstance(self.store, ChromaStore):
             raise TypeError(f"`store` must be a ChromaStore, got {type(self.store).__name__}")
         get_instruction(self.task)
-        _check_max_history(self.max_history)
+        check_int_at_least_zero(self.max_history, "max_history", allow_none=True)
 
     def add(
         self,
@@ -122,7 +115,7 @@ class ConversationalRetriever:
         where: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for several ``(utterance, history)`` turns, encoded in one pass."""
-        _check_k(k)
+        check_k(k)
         if isinstance(turns, (str, tuple)) or not isinstance(turns, Sequence):
             raise TypeError(
                 f"`turns` must be a list of (utterance, history) pairs, got "

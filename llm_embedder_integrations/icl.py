@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._validation import check_k
 from .encoder import validate_texts
-from .store import ChromaStore, Hit, _check_k, text_id
+from .store import ChromaStore, Hit, text_id
 
 __all__ = ["ExampleBank", "SelectedExample"]
 
@@ -224,7 +225,7 @@ class ExampleBank:
         exclude: Sequence[str] = (),
     ) -> list[list[SelectedExample]]:
         """`select` for several queries, encoded in one pass."""
-        _check_k(k)
+        check_k(k)
         if isinstance(queries, (str, Mapping)):
             raise TypeError("`queries` must be a list; wrap a single query in a list")
         if isinstance(exclude, str):

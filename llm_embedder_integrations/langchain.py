@@ -32,10 +32,11 @@ from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator  # noqa: E402
 
 from ._adapters import EncoderCache, build_encoder, embed  # noqa: E402
+from ._validation import check_k  # noqa: E402
 from .encoder import Backend, LLMEmbedder, Precision  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
 from .llm import LocalLLM  # noqa: E402
-from .store import ChromaStore, Hit, _check_k  # noqa: E402
+from .store import ChromaStore, Hit  # noqa: E402
 
 __all__ = [
     "LLMEmbedderConversationalRetriever",
@@ -259,7 +260,7 @@ class LLMEmbedderRetriever(BaseRetriever):
     @model_validator(mode="after")
     def _check(self) -> LLMEmbedderRetriever:
         get_instruction(self.task)
-        _check_k(self.k)
+        check_k(self.k)
         self._check_search_kwargs(self.search_kwargs, "search_kwargs")
         both = sorted({"k", "filter"} & self.model_fields_set & set(self.search_kwargs))
         if both:
@@ -285,7 +286,7 @@ class LLMEmbedderRetriever(BaseRetriever):
         self._check_search_kwargs(kwargs, "search arguments")
         options = {"k": self.k, "filter": self.filter, **self.search_kwargs}
         options.update({key: value for key, value in kwargs.items() if value is not None})
-        k = _check_k(options["k"])
+        k = check_k(options["k"])
         where = options["filter"]
         if self.search_type == "mmr":
             return self._mmr(query, k, where, options)
@@ -530,7 +531,7 @@ class LLMEmbedderMemoryRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _check(self) -> LLMEmbedderMemoryRetriever:
-        _check_k(self.k)
+        check_k(self.k)
         return self
 
     def add_text(
@@ -568,7 +569,7 @@ class LLMEmbedderMemoryRetriever(BaseRetriever):
     ) -> list[Document]:
         hits = self.memory.search(
             query,
-            _check_k(self.k if k is None else k),
+            check_k(self.k if k is None else k),
             where=self.filter if filter is None else filter,
         )
         return [memory_hit_to_document(h) for h in hits]
@@ -628,7 +629,7 @@ class LLMEmbedderConversationalRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _check(self) -> LLMEmbedderConversationalRetriever:
-        _check_k(self.k)
+        check_k(self.k)
         return self
 
     def _get_relevant_documents(
@@ -643,7 +644,7 @@ class LLMEmbedderConversationalRetriever(BaseRetriever):
         hits = self.searcher.search(
             utterance,
             history,
-            k=_check_k(self.k if k is None else k),
+            k=check_k(self.k if k is None else k),
             where=self.filter if filter is None else filter,
         )
         return [hit_to_document(h) for h in hits]
@@ -695,7 +696,7 @@ class LLMEmbedderExampleSelector(BaseExampleSelector, BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LLMEmbedderExampleSelector:
-        _check_k(self.k)
+        check_k(self.k)
         return self
 
     def add_example(self, example: dict[str, Any]) -> str:
@@ -799,7 +800,7 @@ class ToolRoutedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage])
 
     @model_validator(mode="after")
     def _check(self) -> ToolRoutedChatModel:
-        _check_k(self.k)
+        check_k(self.k)
         return self
 
     def route(self, value: LanguageModelInput) -> list[ToolMatch]:

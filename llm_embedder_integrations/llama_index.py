@@ -28,10 +28,11 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa
 from pydantic import Field, PrivateAttr  # noqa: E402
 
 from ._adapters import EncoderCache, build_encoder, embed, embed_checked  # noqa: E402
+from ._validation import check_k  # noqa: E402
 from .encoder import Backend, LLMEmbedder, Precision, validate_texts  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
 from .llm import LocalLLM  # noqa: E402
-from .store import ChromaStore, Hit, _check_k  # noqa: E402
+from .store import ChromaStore, Hit  # noqa: E402
 
 __all__ = [
     "LLMEmbedderEmbedding",
@@ -342,7 +343,7 @@ class LLMEmbedderRetriever(BaseRetriever):
         get_instruction(task)
         self.store = store
         self.task = task
-        self.similarity_top_k = _check_k(similarity_top_k)
+        self.similarity_top_k = check_k(similarity_top_k)
         self.filters = filters
         self.exact = exact
         super().__init__(**kwargs)
@@ -402,7 +403,7 @@ class LLMEmbedderMemoryRetriever(BaseRetriever):
         if not isinstance(memory, MemoryRetriever):
             raise TypeError(f"`memory` must be a MemoryRetriever, got {type(memory).__name__}")
         self.memory = memory
-        self.similarity_top_k = _check_k(similarity_top_k)
+        self.similarity_top_k = check_k(similarity_top_k)
         self.filters = filters
         super().__init__(**kwargs)
 
@@ -525,7 +526,7 @@ class LLMEmbedderFewShotExamples:
         filters: dict[str, Any] | None = None,
     ) -> None:
         self.bank = bank
-        self.k = _check_k(k)
+        self.k = check_k(k)
         self.query_key = query_key
         self.example_template = example_template
         self.separator = separator
@@ -574,7 +575,7 @@ class _RoutedToolNodes(BaseRetriever):
 
     def __init__(self, router: ToolRouter, similarity_top_k: int) -> None:
         self.router = router
-        self.similarity_top_k = _check_k(similarity_top_k)
+        self.similarity_top_k = check_k(similarity_top_k)
         super().__init__()
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ._validation import check_int_at_least_zero, check_positive_int, check_text
 from .encoder import validate_texts
 from .instructions import get_instruction
 from .store import ChromaStore, Hit, MetadataValue
@@ -58,22 +59,6 @@ _RESERVED = ("source_id", "position", "first_utterance", "utterances")
 
 
 # -- chunking -------------------------------------------------------------------------------------
-
-
-def _check_positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-    return value
-
-
-def _check_text(text: object, name: str = "text") -> str:
-    if isinstance(text, bytes):
-        raise TypeError(f"`{name}` is bytes; decode it first (e.g. text.decode('utf-8'))")
-    if not isinstance(text, str):
-        raise TypeError(f"`{name}` must be a string, got {type(text).__name__}: {text!r}")
-    if not text.strip():
-        raise ValueError(f"`{name}` is empty or only white space; give some text")
-    return text
 
 
 def _count(tokenizer: Any, text: str) -> int:
@@ -110,8 +95,8 @@ def chunk_spans(text: str, tokenizer: Any, chunk_tokens: int = 128) -> list[tupl
         TypeError: ``text`` is not a string, or the tokenizer gives no offsets.
         ValueError: ``text`` is empty or only white space, or ``chunk_tokens`` is not positive.
     """
-    _check_text(text)
-    _check_positive(chunk_tokens, "chunk_tokens")
+    check_text(text)
+    check_positive_int(chunk_tokens, "chunk_tokens")
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(
             f"chunking needs a fast (Rust) tokenizer for its character offsets, got "
@@ -188,7 +173,7 @@ def _utterance(message: object, index: int, turn: int) -> tuple[str, str]:
         )
     if not isinstance(speaker, str) or not speaker.strip():
         raise ValueError(f"`messages[{index}]` has no speaker name: {message!r}")
-    _check_text(text, f"messages[{index}] text")
+    check_text(text, f"messages[{index}] text")
     return speaker, text
 
 
@@ -234,7 +219,7 @@ def merge_windows(
         [(5, 6, 7), (1, 2)]
     """
     if limit is not None:
-        _check_positive(limit, "limit")
+        check_positive_int(limit, "limit")
     groups: list[tuple[list[int], list[K]]] = []
     for index, window in enumerate(windows):
         keys = list(dict.fromkeys(window))
@@ -343,11 +328,9 @@ class MemoryRetriever:
         if not isinstance(self.store, ChromaStore):
             raise TypeError(f"`store` must be a ChromaStore, got {type(self.store).__name__}")
         get_instruction(self.task)
-        _check_positive(self.chunk_tokens, "chunk_tokens")
-        for name in ("next_chunks", "previous_chunks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be an int >= 0, got {value!r}")
+        check_positive_int(self.chunk_tokens, "chunk_tokens")
+        check_int_at_least_zero(self.next_chunks, "next_chunks")
+        check_int_at_least_zero(self.previous_chunks, "previous_chunks")
         encoder = self.store.encoder
         instruction = encoder.instruction(self.task, "key")
         overhead = (_count(encoder.tokenizer, instruction) if instruction else 0) + 2

@@ -27,8 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._validation import check_k
 from .encoder import validate_texts
-from .store import ChromaStore, Hit, _check_k
+from .store import ChromaStore, Hit
 
 __all__ = [
     "ToolMatch",
@@ -409,7 +410,7 @@ class ToolRouter:
         self, requests: Sequence[str], k: int = 4, *, where: Mapping[str, Any] | None = None
     ) -> list[list[ToolMatch]]:
         """`route` for several requests, encoded in one pass."""
-        _check_k(k)
+        check_k(k)
         items = validate_texts(requests, "requests")
         hits = self.store.search_batch(items, task=self.task, k=k, where=where, exact=self.exact)
         return [[self._match(h) for h in row] for row in hits]

@@ -33,6 +33,8 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal, overload
 
+from .._validation import check_k
+
 __all__ = [
     "METRICS",
     "average_precision",
@@ -50,13 +52,6 @@ METRICS: tuple[str, ...] = ("hit_rate", "mrr", "ndcg", "recall", "precision", "m
 
 Relevance = Mapping[str, float] | Collection[str]
 """Judgements of one query: ``{doc_id: grade}`` (grade > 0 relevant) or a collection of ids."""
-
-
-def _check_k(k: object) -> int:
-    """Return ``k`` if it is a positive int, else raise ValueError quoting it."""
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"`k` must be a positive int, got {k!r}")
-    return k
 
 
 def _check_ranking(ranking: Sequence[str], qid: str | None = None) -> None:
@@ -98,7 +93,7 @@ def hit_rate(ranking: Sequence[str], relevant: Relevance, k: int) -> float:
         relevant: ``{doc_id: grade}`` (grade > 0 relevant) or a collection of relevant ids.
         k: Cut-off, a positive int.
     """
-    _check_k(k)
+    check_k(k)
     _check_ranking(ranking)
     return float(any(_hits(ranking, _grades(relevant), k)))
 
@@ -113,7 +108,7 @@ def mrr(ranking: Sequence[str], relevant: Relevance, k: int) -> float:
         relevant: ``{doc_id: grade}`` (grade > 0 relevant) or a collection of relevant ids.
         k: Cut-off, a positive int.
     """
-    _check_k(k)
+    check_k(k)
     _check_ranking(ranking)
     for rank, hit in enumerate(_hits(ranking, _grades(relevant), k), start=1):
         if hit:
@@ -132,7 +127,7 @@ def ndcg(ranking: Sequence[str], relevant: Relevance, k: int) -> float:
         relevant: ``{doc_id: grade}`` (grade > 0 relevant) or a collection of relevant ids.
         k: Cut-off, a positive int.
     """
-    _check_k(k)
+    check_k(k)
     _check_ranking(ranking)
     grades = _grades(relevant)
     if not grades:
@@ -155,7 +150,7 @@ def recall(ranking: Sequence[str], relevant: Relevance, k: int) -> float:
         relevant: ``{doc_id: grade}`` (grade > 0 relevant) or a collection of relevant ids.
         k: Cut-off, a positive int.
     """
-    _check_k(k)
+    check_k(k)
     _check_ranking(ranking)
     grades = _grades(relevant)
     if not grades:
@@ -173,7 +168,7 @@ def precision(ranking: Sequence[str], relevant: Relevance, k: int) -> float:
         relevant: ``{doc_id: grade}`` (grade > 0 relevant) or a collection of relevant ids.
         k: Cut-off, a positive int.
     """
-    _check_k(k)
+    check_k(k)
     _check_ranking(ranking)
     return sum(_hits(ranking, _grades(relevant), k)) / k
 
@@ -190,7 +185,7 @@ def average_precision(ranking: Sequence[str], relevant: Relevance, k: int) -> fl
         relevant: ``{doc_id: grade}`` (grade > 0 relevant) or a collection of relevant ids.
         k: Cut-off, a positive int.
     """
-    _check_k(k)
+    check_k(k)
     _check_ranking(ranking)
     grades = _grades(relevant)
     if not grades:
@@ -216,7 +211,7 @@ _FUNCTIONS = {
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     if isinstance(ks, int):
         raise ValueError(f"`ks` must be a sequence of positive ints such as (1, 5, 10), got {ks!r}")
-    checked = tuple(dict.fromkeys(_check_k(k) for k in ks))
+    checked = tuple(dict.fromkeys(check_k(k) for k in ks))
     if not checked:
         raise ValueError("`ks` must name at least one cut-off, got an empty sequence")
     return checked

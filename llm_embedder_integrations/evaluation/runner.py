@@ -35,6 +35,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from .._validation import check_k, check_positive_int
 from ..encoder import LLMEmbedder
 from ..lexical import BM25Index, Hybrid
 from ..store import ChromaStore
@@ -159,10 +160,10 @@ class BenchmarkConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}")
         if self.max_queries is not None:
-            _check_positive(self.max_queries, "max_queries")
+            check_positive_int(self.max_queries, "max_queries")
         if self.max_docs is not None:
-            _check_positive(self.max_docs, "max_docs")
-        _check_positive(self.batch_size, "batch_size")
+            check_positive_int(self.max_docs, "max_docs")
+        check_positive_int(self.batch_size, "batch_size")
 
     def datasets(self) -> list[tuple[str, DatasetSpec]]:
         """The ``(task, spec)`` pairs to run, in order."""
@@ -273,12 +274,6 @@ class BenchmarkResult:
 # Restrictions and ranking --------------------------------------------------------------------
 
 
-def _check_positive(k: object, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {k!r}")
-    return k
-
-
 def allowed_mask(ds: RetrievalDataset, qids: Sequence[str]) -> np.ndarray:
     """Which documents each query may retrieve: the vectorised `RetrievalDataset.candidate_ids`.
 
@@ -346,7 +341,7 @@ def rank_bm25(
         Query id -> the ``k`` best allowed document ids. Documents scoring 0 may fill the end of
         a ranking, in corpus order.
     """
-    _check_positive(k)
+    check_k(k)
     qids = list(ds.queries) if qids is None else list(qids)
     index = BM25Index(ds.corpus) if index is None else index
     if index.ids != list(ds.corpus):
@@ -417,7 +412,7 @@ def rank_with_store(
     Returns:
         Query id -> up to ``k`` document ids, best first.
     """
-    _check_positive(k)
+    check_k(k)
     qids = list(ds.queries) if qids is None else list(qids)
     vectors = np.asarray(query_vectors, dtype=np.float32)
     if len(vectors) != len(qids):
@@ -449,7 +444,7 @@ def hnsw_overlap(
 
     Queries whose exact ranking is empty are skipped; NaN if every one is.
     """
-    _check_positive(k)
+    check_k(k)
     shares = [
         len(set(approximate.get(qid, ())[:k]) & set(ranking[:k])) / len(ranking[:k])
         for qid, ranking in exact.items()
@@ -474,7 +469,7 @@ def cap_queries(ds: RetrievalDataset, max_queries: int | None) -> RetrievalDatas
     """
     if max_queries is None:
         return ds
-    _check_positive(max_queries, "max_queries")
+    check_positive_int(max_queries, "max_queries")
     if len(ds.queries) <= max_queries:
         return ds
     kept = _spread(list(ds.queries), max_queries)
@@ -496,7 +491,7 @@ def cap_corpus(ds: RetrievalDataset, max_docs: int | None) -> RetrievalDataset:
     """
     if max_docs is None:
         return ds
-    _check_positive(max_docs, "max_docs")
+    check_positive_int(max_docs, "max_docs")
     if len(ds.corpus) <= max_docs:
         return ds
     judged = {doc for rel in ds.qrels.values() for doc in rel}
