@@ -313,25 +313,15 @@ def test_llama_index_few_shot_needs_the_query_variable(bank):
 
 # -- hybrid -------------------------------------------------------------------------------------
 
-# A query whose BM25 ranking moves "Tuesday" above where the dense ranking has it.
-FACTS_H = [
-    "Caroline went to the LGBTQ support group on Tuesday.",
-    "Melanie painted a sunrise over the lake last week.",
-    "The weather was lovely and they walked in the park.",
-    "Zyxoquin is the codename of the new project.",
-    "They talked about a new job and a move to another city.",
-    "Melanie's kids love the beach and camping trips.",
-]
-QUERY_H = "when did they walk in the park on Tuesday?"
-
 
 def test_a_hybrid_store_fuses_bm25_into_the_selection(encoder):
     store = ChromaStore(encoder, hybrid=True)
-    bank = ExampleBank(store, exact=True)
-    bank.add([{"id": f"e{i}", "input": fact, "output": "ok"} for i, fact in enumerate(FACTS_H)])
-    fused = store.search(QUERY_H, task="icl", k=3, exact=True)
-    dense = store.search(QUERY_H, task="icl", k=3, exact=True, hybrid=False)
-    assert [h.id for h in fused] != [h.id for h in dense]  # precondition: the query tells them apart
-    selected = bank.select(QUERY_H, k=3)
+    bank = ExampleBank(store, output_keys=["output"], exact=True)
+    bank.add(EXAMPLES)
+    query = "Translate to French: what is the capital?"  # BM25 lifts the translation example
+    fused = store.search(query, task="icl", k=3, exact=True)
+    dense = store.search(query, task="icl", k=3, exact=True, hybrid=False)
+    assert [h.id for h in fused] != [h.id for h in dense]  # the query tells them apart
+    selected = bank.select(query, k=3)
     assert [s.id for s in selected] == [h.id for h in fused]
     assert [s.score for s in selected] == pytest.approx([h.score for h in fused])
