@@ -592,7 +592,7 @@ def test_a_hybrid_store_fuses_bm25_into_the_memory_search(encoder):
         memory.add_text(fact, source_id="c")
     fused = store.search(QUERY_H, task="chat", k=3, exact=True)
     dense = store.search(QUERY_H, task="chat", k=3, exact=True, hybrid=False)
-    assert [h.id for h in fused] != [h.id for h in dense]  # precondition: the query tells them apart
+    assert [h.id for h in fused] != [h.id for h in dense]  # the query tells them apart
     results = memory.search(QUERY_H, k=3)
     assert [r.chunks[0].id for r in results] == [h.id for h in fused]
     assert [r.score for r in results] == pytest.approx([h.score for h in fused])
