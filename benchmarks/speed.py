@@ -241,6 +241,83 @@ def chroma_table(
             "query_p95_ms": p95,
             "recall@10": float(np.mean(recall)),
         }
+        result["server"] = chroma_server_table(store, corpus, vectors, qvec)
+    return result
+
+
+def chroma_server_table(
+    embedded: ChromaStore, corpus: list[str], vectors: np.ndarray, qvec: np.ndarray
+) -> dict[str, Any]:
+    """The same vectors on a local ``chroma run`` server: query latency, embedded vs server.
+
+    The server runs from the venv's ``chroma`` script on 127.0.0.1 (no network hop: what is
+    measured is the HTTP round trip and serialisation). Queries alternate between the embedded
+    store and the server, so both see the same machine load.
+    """
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = Path(sys.executable).parent / "chroma"
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [str(script), "run", "--path", tmp, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("chroma run did not start") from None
+                    time.sleep(0.2)
+            remote = ChromaStore.http(embedded.encoder, "127.0.0.1", port)
+            vids = [f"v{i}" for i in range(len(vectors))]
+            start = time.perf_counter()
+            for s in range(0, len(vectors), 5000):
+                remote.add(
+                    corpus[s : s + 5000],
+                    task="qa",
+                    ids=vids[s : s + 5000],
+                    embeddings=vectors[s : s + 5000],
+                )
+            add_s = time.perf_counter() - start
+            for store in (embedded, remote):  # the first search loads the index
+                store.search_by_vectors(qvec[:1], task="qa", k=10)
+            times: dict[str, list[float]] = {"embedded": [], "server": []}
+            agree = []
+            for row in qvec:
+                found = {}
+                for name, store in (("embedded", embedded), ("server", remote)):
+                    start = time.perf_counter()
+                    found[name] = store.search_by_vectors(row[None], task="qa", k=10)[0]
+                    times[name].append(1000 * (time.perf_counter() - start))
+                same = {h.id for h in found["embedded"]} & {h.id for h in found["server"]}
+                agree.append(len(same) / 10)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    print(
+        f"\nSame vectors on a local Chroma server (chroma run, HTTP on 127.0.0.1): added at "
+        f"{len(vectors) / add_s:.0f}/s; {len(qvec)} queries, k=10, alternating\n"
+    )
+    print("| store | query p50 ms | query p95 ms |")
+    print("|---|---|---|")
+    result: dict[str, Any] = {"server_add_per_s": len(vectors) / add_s}
+    for name, values in times.items():
+        p50, p95 = np.percentile(values, [50, 95])
+        print(f"| {name} | {p50:.2f} | {p95:.2f} |")
+        result[f"{name}_query_p50_ms"] = p50
+        result[f"{name}_query_p95_ms"] = p95
+    result["top10_agreement"] = float(np.mean(agree))
+    print(f"\ntop-10 agreement server vs embedded: {np.mean(agree):.3f}")
     return result
 
 
