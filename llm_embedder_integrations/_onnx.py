@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _cpu
+
 __all__ = ["OnnxRunner", "cache_root", "weights_fingerprint"]
 
 logger = logging.getLogger(__name__)
@@ -72,8 +74,8 @@ def weights_fingerprint(source: str, model_id: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-GRAPH_VERSION = 2
-"""Inputs of the exported graph: 2 added ``pooling_mask`` (older exports are redone)."""
+GRAPH_VERSION = 3
+"""2 added the ``pooling_mask`` input; 3 traces eager attention, which the fuser recognises."""
 
 
 class _Graph(torch.nn.Module):
@@ -116,6 +118,12 @@ def _write_atomically(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _transformer(st: Any) -> Any:
+    """The Hugging Face model inside a sentence-transformers model's first module, if any."""
+    first = next(iter(st))
+    return getattr(first, "auto_model", None) or getattr(first, "model", None)
+
+
 def _export(st: Any, columns: tuple[str, ...], path: Path) -> None:
     cpu = st.to("cpu").float()
     sample = st.tokenizer(
@@ -123,6 +131,11 @@ def _export(st: Any, columns: tuple[str, ...], path: Path) -> None:
     )
     names = [*columns, "pooling_mask"]
     axes = {c: {0: "batch", 1: "sequence"} for c in names}
+    # Eager attention traces to the MatMul/Softmax pattern that onnxruntime's transformer
+    # optimizer fuses; SDPA traces to one it does not. Restored afterwards: the model is shared.
+    model = _transformer(cpu)
+    before = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    switch = before not in (None, "eager") and hasattr(model, "set_attn_implementation")
 
     def write(tmp: Path) -> None:
         with torch.inference_mode(), warnings.catch_warnings():
@@ -138,10 +151,71 @@ def _export(st: Any, columns: tuple[str, ...], path: Path) -> None:
                 dynamo=False,
             )
 
-    _write_atomically(path, write)
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        _write_atomically(path, write)
+    finally:
+        if switch:
+            model.set_attn_implementation(before)
 
 
-def _quantize(src: Path, dst: Path) -> None:
+_FUSED_TOLERANCE = 1e-4
+"""Largest difference from the unfused graph at which a fused graph is kept."""
+
+
+def _sample_feed(st: Any, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    texts = ["a", "An example sentence, of a few more words than the first one.", "short text"]
+    batch = st.tokenizer(texts, padding=True, return_tensors="np")
+    feed = {c: batch[c].astype(np.int64) for c in columns}
+    feed["pooling_mask"] = batch["attention_mask"].astype(np.int64)
+    return feed
+
+
+def _fuse(st: Any, columns: tuple[str, ...], src: Path, dst: Path) -> bool:
+    """Write ``src`` with attention, LayerNorm and GELU fused (onnxruntime's optimizer).
+
+    The fused graph is kept only where it gives the unfused graph's vectors (within
+    ``_FUSED_TOLERANCE``) on padded sample inputs; False (with one log line) otherwise.
+    """
+    import onnxruntime as ort
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = getattr(_transformer(st), "config", None)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    if not heads or not hidden:
+        logger.info("no fused ONNX graph: the model's config names no heads or hidden size")
+        return False
+
+    def write(tmp: Path) -> None:
+        fused = optimize_model(
+            str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
+        )
+        fused.save_model_to_file(str(tmp))
+        feed = _sample_feed(st, columns)
+        runs = [
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+            for p in (src, tmp)
+        ]
+        gap = float(np.abs(runs[0] - runs[1]).max())
+        if gap > _FUSED_TOLERANCE:
+            raise _FusionMismatch(f"the fused graph differs from the unfused one by {gap:.2g}")
+
+    try:
+        _write_atomically(dst, write)
+    except _FusionMismatch as exc:
+        logger.warning("ONNX fusion not used for this model: %s", exc)
+        return False
+    return True
+
+
+class _FusionMismatch(Exception):
+    """The fused graph does not give the unfused graph's vectors."""
+
+
+def _quantize(src: Path, dst: Path, *, reduce_range: bool) -> None:
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def write(tmp: Path) -> None:
@@ -152,7 +226,10 @@ def _quantize(src: Path, dst: Path) -> None:
             str(tmp),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=["MatMul"],
+            reduce_range=reduce_range,
+            op_types_to_quantize=["MatMul", "Attention"],
+            # The fused graph's contrib ops defeat shape inference; their outputs are float.
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
         )
 
     _write_atomically(dst, write)
@@ -182,15 +259,20 @@ class OnnxRunner:
 
         key = f"{weights_fingerprint(source, model_id)}-g{GRAPH_VERSION}-{'-'.join(columns)}"
         folder = cache_root() / "onnx" / key
-        fp32 = folder / "model.onnx"
-        if not fp32.is_file():
-            logger.info("exporting %s to ONNX at %s", model_id, fp32)
-            _export(st, columns, fp32)
-        path = fp32
+        plain, fused = folder / "model.onnx", folder / "model_fused.onnx"
+        if not plain.is_file():
+            logger.info("exporting %s to ONNX at %s", model_id, plain)
+            _export(st, columns, plain)
+        unfusable = folder / "model_fused.skip"
+        if not fused.is_file() and not unfusable.is_file() and not _fuse(st, columns, plain, fused):
+            _write_atomically(unfusable, lambda tmp: tmp.write_text("fusion changed the vectors"))
+        path = fused if fused.is_file() else plain
         if quantized:
-            path = folder / "model_int8.onnx"
+            reduce_range = not _cpu.cpu_features().vnni
+            source_path = path
+            path = folder / f"{source_path.stem}_int8{'_7bit' if reduce_range else ''}.onnx"
             if not path.is_file():
-                _quantize(fp32, path)
+                _quantize(source_path, path, reduce_range=reduce_range)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.path = path

@@ -177,7 +177,41 @@ def test_two_processes_exporting_at_once_both_succeed(model_copy, tmp_path):
     values = {out.split()[1] for out, _ in outs}
     assert len(paths) == 1 and len(values) == 1
     folder = Path(paths.pop()).parent
-    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"]  # no temporary left
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model_fused.onnx"]
+
+
+def test_the_onnx_graph_is_fused_and_gives_the_torch_vectors(torch_encoder):
+    import onnx
+
+    enc = LLMEmbedder(SHIPPED_MODEL, backend="onnx")
+    assert enc._onnx.path.name == "model_fused.onnx"
+    ops = {node.op_type for node in onnx.load(str(enc._onnx.path)).graph.node}
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= ops
+    np.testing.assert_allclose(enc.encode(TEXTS), torch_encoder.encode(TEXTS), atol=1e-5)
+
+
+def test_a_fusion_that_changes_the_vectors_is_not_used(model_copy, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("LLM_EMBEDDER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_onnx, "_FUSED_TOLERANCE", -1.0)  # any difference counts as a change
+    with caplog.at_level(logging.WARNING, logger="llm_embedder_integrations._onnx"):
+        enc = LLMEmbedder(model_copy, backend="onnx")
+    assert enc._onnx.path.name == "model.onnx"
+    assert any("fusion not used" in r.getMessage() for r in caplog.records)
+    assert not list(enc._onnx.path.parent.glob("model_fused.onnx"))
+    reference = LLMEmbedder(model_copy, backend="torch")
+    np.testing.assert_allclose(enc.encode(TEXTS), reference.encode(TEXTS), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flags", "name"),
+    [(AVX512_VNNI, "model_fused_int8.onnx"), (AVX2_ONLY, "model_fused_int8_7bit.onnx")],
+)
+def test_int8_keeps_7_bit_weights_on_a_cpu_without_vnni(monkeypatch, torch_encoder, flags, name):
+    fake_cpu(monkeypatch, flags)
+    int8 = LLMEmbedder(SHIPPED_MODEL, backend="onnx-int8")
+    assert int8._onnx.path.name == name
+    cosine = (int8.encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(axis=1)
+    assert cosine.min() > 0.97
 
 
 def test_onnx_refuses_a_non_fp32_precision():
