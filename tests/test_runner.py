@@ -9,18 +9,20 @@ import pytest
 from llm_embedder_integrations import SHIPPED_MODEL, ChromaStore
 from llm_embedder_integrations.cli import build_parser, main
 from llm_embedder_integrations.evaluation import RetrievalDataset
+from llm_embedder_integrations.evaluation.ranking import (
+    add_corpus,
+    allowed_mask,
+    hnsw_overlap,
+    rank_bm25,
+    rank_with_store,
+)
 from llm_embedder_integrations.evaluation.runner import (
     BENCHMARK_TASKS,
     TASK_DATASETS,
     BenchmarkConfig,
-    add_corpus,
-    allowed_mask,
     benchmark_dataset,
     cap_corpus,
     cap_queries,
-    hnsw_overlap,
-    rank_bm25,
-    rank_with_store,
     run_benchmark,
 )
 from llm_embedder_integrations.lexical import BM25Index
