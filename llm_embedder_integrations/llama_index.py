@@ -44,7 +44,6 @@ __all__ = [
     "NextChunkPostprocessor",
     "few_shot_prompt",
     "hit_to_node",
-    "memory_hit_to_node",
 ]
 
 
@@ -302,8 +301,8 @@ class LocalLlamaIndexLLM(CustomLLM):
         return gen()
 
 
-def hit_to_node(hit: Hit) -> NodeWithScore:
-    """A store hit as a LlamaIndex ``NodeWithScore``."""
+def hit_to_node(hit: Hit | MemoryHit) -> NodeWithScore:
+    """A store hit, or a memory result, as a LlamaIndex ``NodeWithScore`` (scalar metadata)."""
     return NodeWithScore(
         node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score
     )
@@ -376,13 +375,6 @@ from llama_index.core.storage.docstore import BaseDocumentStore  # noqa: E402
 from .memory import MemoryHit, MemoryRetriever, merge_windows  # noqa: E402
 
 
-def memory_hit_to_node(hit: MemoryHit) -> NodeWithScore:
-    """A memory result as a LlamaIndex ``NodeWithScore`` (scalar metadata)."""
-    return NodeWithScore(
-        node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score
-    )
-
-
 class LLMEmbedderMemoryRetriever(BaseRetriever):
     """LlamaIndex retriever over a :class:`MemoryRetriever`: each hit chunk with its neighbours.
 
@@ -409,7 +401,7 @@ class LLMEmbedderMemoryRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         hits = self.memory.search(query_bundle.query_str, self.similarity_top_k, where=self.filters)
-        return [memory_hit_to_node(h) for h in hits]
+        return [hit_to_node(h) for h in hits]
 
 
 def _walk(
