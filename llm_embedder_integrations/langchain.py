@@ -6,7 +6,7 @@ LangChain's types; the retrieval logic lives in the framework-free core.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from ._imports import require
@@ -19,24 +19,32 @@ from langchain_core.callbacks import (  # noqa: E402
 )
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
-from langchain_core.language_models import BaseChatModel  # noqa: E402
+from langchain_core.example_selectors import BaseExampleSelector  # noqa: E402
+from langchain_core.language_models import BaseChatModel, LanguageModelInput  # noqa: E402
 from langchain_core.messages import (  # noqa: E402
     AIMessage,
     AIMessageChunk,
     BaseMessage,
+    convert_to_messages,
     convert_to_openai_messages,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: E402
+from langchain_core.prompt_values import PromptValue  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator  # noqa: E402
 
 from ._adapters import EncoderCache, build_encoder, embed  # noqa: E402
 from ._validation import check_k  # noqa: E402
+from .convsearch import ConversationalRetriever  # noqa: E402
 from .encoder import Backend, LLMEmbedder, Precision  # noqa: E402
+from .icl import ExampleBank  # noqa: E402
 from .instructions import get_instruction  # noqa: E402
 from .llm import LocalLLM  # noqa: E402
-from .store import ChromaStore, Hit  # noqa: E402
+from .memory import MemoryHit, MemoryRetriever, Message  # noqa: E402
+from .store import ChromaStore, Hit, MetadataValue  # noqa: E402
+from .tools import ToolMatch, ToolRouter, ToolSpec  # noqa: E402
 
 __all__ = [
     "LLMEmbedderConversationalRetriever",
@@ -485,12 +493,6 @@ def rag_chain(retriever: BaseRetriever, chat_model: BaseChatModel) -> Any:
 
 # -- memory
 
-from collections.abc import Mapping, Sequence  # noqa: E402
-
-from .convsearch import ConversationalRetriever  # noqa: E402
-from .memory import MemoryHit, MemoryRetriever, Message  # noqa: E402
-from .store import MetadataValue  # noqa: E402
-
 _ROLE_SPEAKERS = {"human": "User", "ai": "Assistant", "system": "System", "tool": "Tool"}
 
 
@@ -651,15 +653,6 @@ class LLMEmbedderConversationalRetriever(BaseRetriever):
 
 
 # -- in-context examples and tools
-
-from langchain_core.example_selectors import BaseExampleSelector  # noqa: E402
-from langchain_core.language_models import LanguageModelInput  # noqa: E402
-from langchain_core.messages import convert_to_messages  # noqa: E402
-from langchain_core.prompt_values import PromptValue  # noqa: E402
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable  # noqa: E402
-
-from .icl import ExampleBank  # noqa: E402
-from .tools import ToolMatch, ToolRouter, ToolSpec  # noqa: E402
 
 
 class LLMEmbedderExampleSelector(BaseExampleSelector, BaseModel):
