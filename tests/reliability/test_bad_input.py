@@ -132,8 +132,20 @@ BAD_TEXT_LISTS = [
     pytest.param(["ok", None], TypeError, _NAME + r"\[1\]` must be .* got NoneType", id="[None]"),
     pytest.param(["ok", b"x"], TypeError, _NAME + r"\[1\]` is bytes; decode it", id="[bytes]"),
     pytest.param(["ok", 3.5], TypeError, _NAME + r"\[1\]` must be a string, got fl", id="[float]"),
-    pytest.param(["ok", ""], ValueError, _NAME + r"\[1\]` is empty or only white", id="[empty]"),
-    pytest.param(["ok", " \n\t"], ValueError, r"\[1\]` is empty or only white space", id="[blank]"),
+]
+EMBEDS_EMPTY = {
+    "langchain.embed_documents",
+    "llama_index.get_text_embedding_batch",
+    "llama_index.aget_text_embedding_batch",
+    "langchain.embed_query",
+    "llama_index.get_query_embedding",
+    "llama_index.get_text_embedding",
+}
+"""The frameworks' embedding adapters embed empty texts, with one warning, as LangChain's
+HuggingFaceEmbeddings does; everything else rejects them."""
+EMPTY_TEXT_LISTS = [
+    pytest.param(["ok", ""], id="[empty]"),
+    pytest.param(["ok", " \n\t"], id="[blank]"),
 ]
 
 
@@ -143,6 +155,25 @@ def test_bad_text_list_is_rejected_and_nothing_is_lost(env, entry, bad, error, m
     before = snapshot(env.store)
     with pytest.raises(error, match=match):
         TEXT_LISTS[entry](env, bad)
+    assert_unchanged(env.store, before)
+
+
+@pytest.mark.parametrize("entry", [e for e in TEXT_LISTS if e not in EMBEDS_EMPTY])
+@pytest.mark.parametrize("texts", EMPTY_TEXT_LISTS)
+def test_empty_text_in_a_list_is_rejected_and_nothing_is_lost(env, entry, texts):
+    before = snapshot(env.store)
+    with pytest.raises(ValueError, match=_NAME + r"\[1\]` is empty or only white space"):
+        TEXT_LISTS[entry](env, texts)
+    assert_unchanged(env.store, before)
+
+
+@pytest.mark.parametrize("entry", [e for e in TEXT_LISTS if e in EMBEDS_EMPTY])
+@pytest.mark.parametrize("texts", EMPTY_TEXT_LISTS)
+def test_framework_embeddings_embed_an_empty_text_with_one_warning(env, entry, texts):
+    before = snapshot(env.store)
+    with pytest.warns(UserWarning, match=r"1 of 2 texts are empty or only white space"):
+        vectors = TEXT_LISTS[entry](env, texts)
+    assert len(vectors) == 2 and len(vectors[1]) == env.encoder.dim
     assert_unchanged(env.store, before)
 
 
@@ -208,9 +239,8 @@ BAD_QUERIES = [
     pytest.param(b"who?", TypeError, r"bytes", id="bytes"),
     pytest.param(42, TypeError, r"must be a string.*got int", id="int"),
     pytest.param(["who?"], TypeError, r"must be a string.*got list", id="list"),
-    pytest.param("", ValueError, r"is empty or only white space", id="empty"),
-    pytest.param(" \n", ValueError, r"is empty or only white space", id="blank"),
 ]
+EMPTY_QUERIES = [pytest.param("", id="empty"), pytest.param(" \n", id="blank")]
 
 
 @pytest.mark.parametrize("entry", QUERIES)
@@ -219,6 +249,25 @@ def test_bad_query_is_rejected_and_nothing_is_lost(env, entry, bad, error, match
     before = snapshot(env.store)
     with pytest.raises(error, match=match):
         QUERIES[entry](env, bad)
+    assert_unchanged(env.store, before)
+
+
+@pytest.mark.parametrize("entry", [e for e in QUERIES if e not in EMBEDS_EMPTY])
+@pytest.mark.parametrize("query", EMPTY_QUERIES)
+def test_empty_query_is_rejected_and_nothing_is_lost(env, entry, query):
+    before = snapshot(env.store)
+    with pytest.raises(ValueError, match=r"is empty or only white space"):
+        QUERIES[entry](env, query)
+    assert_unchanged(env.store, before)
+
+
+@pytest.mark.parametrize("entry", [e for e in QUERIES if e in EMBEDS_EMPTY])
+@pytest.mark.parametrize("query", EMPTY_QUERIES)
+def test_framework_embeddings_embed_an_empty_query_with_one_warning(env, entry, query):
+    before = snapshot(env.store)
+    with pytest.warns(UserWarning, match=r"are empty or only white space"):
+        vector = QUERIES[entry](env, query)
+    assert len(vector) == env.encoder.dim
     assert_unchanged(env.store, before)
 
 
