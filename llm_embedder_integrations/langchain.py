@@ -649,7 +649,8 @@ class LLMEmbedderConversationalRetriever(BaseRetriever):
             k=check_k(self.k if k is None else k),
             where=self.filter if filter is None else filter,
         )
-        return [hit_to_document(h) for h in hits]
+        score_type = "rrf" if self.searcher.store.hybrid is not None else "cosine"
+        return [hit_to_document(h, score_type) for h in hits]
 
 
 # -- in-context examples and tools

@@ -394,3 +394,12 @@ def test_stream_chat_cuts_at_a_stop_string_and_strips():
     pieces = list(llm.stream_chat(messages, max_new_tokens=24, stop=["4"]))
     assert "".join(pieces) == full.split("4", 1)[0].strip()
     assert len(pieces) >= 3
+
+
+def test_a_hybrid_store_names_its_scores_rrf(encoder):
+    store = ChromaStore(encoder, hybrid=True)
+    store.add(DOCS, task="qa")
+    docs = LLMEmbedderRetriever(store=store, k=2).invoke("Mount Everest")
+    assert docs[0].page_content == DOCS[4]
+    assert docs[0].metadata["score_type"] == "rrf"
+    assert docs[0].metadata["score"] == pytest.approx(2 / 61)  # first in both rankings
