@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import check_k
 from .encoder import LLMEmbedder, validate_texts
 from .instructions import get_instruction
 from .lexical import BM25Index, Hybrid, reciprocal_rank_fusion
@@ -63,12 +64,6 @@ def _hybrid_setting(value: bool | Hybrid | None, default: Hybrid | None) -> Hybr
     if value is False:
         return None
     raise TypeError(f"`hybrid` must be True, False, None or a Hybrid, got {value!r}")
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"`k` must be a positive int, got {k!r}")
-    return k
 
 
 def _check_vectors(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -138,6 +133,15 @@ def _check_ids(ids: Sequence[str] | None, texts: list[str]) -> list[str]:
             )
         seen[id_] = i
     return list(ids)
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether ``exc`` is a Chroma HTTP client failing to reach its server."""
+    try:
+        import httpx
+    except ImportError:  # no HTTP client installed: not a server error
+        return False
+    return isinstance(exc, httpx.TransportError)
 
 
 class ChromaStore:
@@ -211,8 +215,12 @@ class ChromaStore:
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
         hnsw: Mapping[str, int] | None = None,
+        hybrid: bool | Hybrid = False,
     ) -> ChromaStore:
-        """A store on a Chroma server (``chroma run --path DIR``), to scale past one machine."""
+        """A store on a Chroma server (``chroma run --path DIR``), to scale past one machine.
+
+        ``name``, ``hnsw`` and ``hybrid`` are as in the constructor.
+        """
         import chromadb
 
         client = chromadb.HttpClient(
@@ -222,7 +230,7 @@ class ChromaStore:
             headers=dict(headers or {}),
             settings=chromadb.Settings(anonymized_telemetry=False),
         )
-        return cls(encoder, client=client, name=name, hnsw=hnsw)
+        return cls(encoder, client=client, name=name, hnsw=hnsw, hybrid=hybrid)
 
     def __repr__(self) -> str:
         where = self.path or type(self.client).__name__
@@ -341,12 +349,22 @@ class ChromaStore:
             else:
                 chunk_vectors = vectors[chunk]
             _check_vectors(chunk_vectors, self.encoder.dim, "embeddings")
-            collection.upsert(
-                ids=id_list[chunk],
-                embeddings=chunk_vectors,
-                documents=items[chunk],
-                metadatas=metas[chunk] if any(m is not None for m in metas[chunk]) else None,
-            )
+            try:
+                collection.upsert(
+                    ids=id_list[chunk],
+                    embeddings=chunk_vectors,
+                    documents=items[chunk],
+                    metadatas=metas[chunk] if any(m is not None for m in metas[chunk]) else None,
+                )
+            except Exception as exc:
+                if not _unreachable(exc):
+                    raise
+                raise ConnectionError(
+                    f"the Chroma server did not answer while adding to {collection.name!r} "
+                    f"({exc}); the first {start} of {len(items)} texts were stored and are kept, "
+                    "the rest were not. Add them again once it is back: ids already stored are "
+                    "replaced, not duplicated"
+                ) from exc
             self._changed(task)
         return id_list
 
@@ -465,7 +483,7 @@ class ChromaStore:
             ValueError: ``k`` is not a positive int; ``queries`` and ``vectors`` disagree;
                 hybrid search without the query texts.
         """
-        _check_k(k)
+        check_k(k)
         setting = _hybrid_setting(hybrid, self.hybrid)
         items = None if queries is None else validate_texts(queries, "queries")
         if vectors is not None:
