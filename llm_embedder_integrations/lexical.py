@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import check_int_at_least_zero, check_positive_int
+
 __all__ = ["BM25Index", "Hybrid", "reciprocal_rank_fusion"]
 
 
@@ -106,10 +108,8 @@ class Hybrid:
                 raise ValueError(f"`{name}` must be a number >= 0, got {value!r}")
         if self.dense_weight == 0 and self.lexical_weight == 0:
             raise ValueError("`dense_weight` and `lexical_weight` are both 0: nothing to rank by")
-        if not isinstance(self.rrf_k, int) or self.rrf_k < 0:
-            raise ValueError(f"`rrf_k` must be an int >= 0, got {self.rrf_k!r}")
-        if not isinstance(self.candidates, int) or self.candidates <= 0:
-            raise ValueError(f"`candidates` must be a positive int, got {self.candidates!r}")
+        check_int_at_least_zero(self.rrf_k, "rrf_k")
+        check_positive_int(self.candidates, "candidates")
 
 
 def reciprocal_rank_fusion(

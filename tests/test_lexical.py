@@ -41,8 +41,10 @@ def test_bm25_respects_allowed_ids():
     [
         ({"dense_weight": -1}, "dense_weight"),
         ({"dense_weight": 0, "lexical_weight": 0}, "both 0"),
-        ({"rrf_k": -1}, "rrf_k"),
-        ({"candidates": 0}, "candidates"),
+        ({"rrf_k": -1}, "`rrf_k` must be an int >= 0, got -1"),
+        ({"rrf_k": True}, "`rrf_k` must be an int >= 0, got True"),
+        ({"candidates": 0}, "`candidates` must be a positive int, got 0"),
+        ({"candidates": True}, "`candidates` must be a positive int, got True"),
     ],
 )
 def test_hybrid_settings_are_checked(kwargs, match):
