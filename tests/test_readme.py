@@ -2,7 +2,8 @@
 
 The blocks of one file run in order in one namespace, as a reader pasting them into one session
 would, in a fresh process started in an empty temporary folder, with sockets to anything but
-loopback blocked (so the shipped model and the bundled data are what they use). A block that is
+loopback blocked and the data folder set to the data bundled with the package (so the shipped
+model and the bundled XQuAD are what they use). A block that is
 not meant to run is preceded by ``<!-- not-run: reason -->``; it is still compiled.
 """
 
@@ -106,7 +107,11 @@ def run_blocks(doc: Path, blocks: list[Block], cwd: Path) -> subprocess.Complete
     runnable = [(str(doc), b.line, b.code) for b in blocks if b.not_run is None]
     script = cwd / "_run_blocks.py"
     script.write_text(f"BLOCKS = {runnable!r}\n{_RUNNER}", encoding="utf-8")
+    from llm_embedder_integrations.evaluation.datasets import BUNDLED_DATA, ENV_VAR
+
+    # The data a reader has: only what ships in the package (laid out like the data folder).
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env[ENV_VAR] = str(BUNDLED_DATA)
     return subprocess.run(
         [sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True
     )
