@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from .._validation import check_positive_int
 from ..convsearch import conversational_query
 from ..instructions import Task
 from ..tools import render_tool_text
@@ -725,9 +726,8 @@ def _load_tinyshakespeare(
         chunk_words: Words per chunk (96 is about 128 BERT tokens).
         n_queries: Queries per split at most.
     """
-    for option, value in (("chunk_words", chunk_words), ("n_queries", n_queries)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{option}` must be a positive int, got {value!r}")
+    check_positive_int(chunk_words, "chunk_words")
+    check_positive_int(n_queries, "n_queries")
     text = _read_text(_file(root, "long_text", "tinyshakespeare.txt"))
     words = [m.span() for m in re.finditer(r"\S+", text)]
     chunks = [
