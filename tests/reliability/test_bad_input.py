@@ -143,10 +143,6 @@ EMBEDS_EMPTY = {
 }
 """The frameworks' embedding adapters embed empty texts, with one warning, as LangChain's
 HuggingFaceEmbeddings does; everything else rejects them."""
-EMPTY_TEXT_LISTS = [
-    pytest.param(["ok", ""], id="[empty]"),
-    pytest.param(["ok", " \n\t"], id="[blank]"),
-]
 
 
 @pytest.mark.parametrize("entry", TEXT_LISTS)
@@ -155,25 +151,6 @@ def test_bad_text_list_is_rejected_and_nothing_is_lost(env, entry, bad, error, m
     before = snapshot(env.store)
     with pytest.raises(error, match=match):
         TEXT_LISTS[entry](env, bad)
-    assert_unchanged(env.store, before)
-
-
-@pytest.mark.parametrize("entry", [e for e in TEXT_LISTS if e not in EMBEDS_EMPTY])
-@pytest.mark.parametrize("texts", EMPTY_TEXT_LISTS)
-def test_empty_text_in_a_list_is_rejected_and_nothing_is_lost(env, entry, texts):
-    before = snapshot(env.store)
-    with pytest.raises(ValueError, match=_NAME + r"\[1\]` is empty or only white space"):
-        TEXT_LISTS[entry](env, texts)
-    assert_unchanged(env.store, before)
-
-
-@pytest.mark.parametrize("entry", [e for e in TEXT_LISTS if e in EMBEDS_EMPTY])
-@pytest.mark.parametrize("texts", EMPTY_TEXT_LISTS)
-def test_framework_embeddings_embed_an_empty_text_with_one_warning(env, entry, texts):
-    before = snapshot(env.store)
-    with pytest.warns(UserWarning, match=r"1 of 2 texts are empty or only white space"):
-        vectors = TEXT_LISTS[entry](env, texts)
-    assert len(vectors) == 2 and len(vectors[1]) == env.encoder.dim
     assert_unchanged(env.store, before)
 
 
@@ -240,7 +217,6 @@ BAD_QUERIES = [
     pytest.param(42, TypeError, r"must be a string.*got int", id="int"),
     pytest.param(["who?"], TypeError, r"must be a string.*got list", id="list"),
 ]
-EMPTY_QUERIES = [pytest.param("", id="empty"), pytest.param(" \n", id="blank")]
 
 
 @pytest.mark.parametrize("entry", QUERIES)
@@ -249,25 +225,6 @@ def test_bad_query_is_rejected_and_nothing_is_lost(env, entry, bad, error, match
     before = snapshot(env.store)
     with pytest.raises(error, match=match):
         QUERIES[entry](env, bad)
-    assert_unchanged(env.store, before)
-
-
-@pytest.mark.parametrize("entry", [e for e in QUERIES if e not in EMBEDS_EMPTY])
-@pytest.mark.parametrize("query", EMPTY_QUERIES)
-def test_empty_query_is_rejected_and_nothing_is_lost(env, entry, query):
-    before = snapshot(env.store)
-    with pytest.raises(ValueError, match=r"is empty or only white space"):
-        QUERIES[entry](env, query)
-    assert_unchanged(env.store, before)
-
-
-@pytest.mark.parametrize("entry", [e for e in QUERIES if e in EMBEDS_EMPTY])
-@pytest.mark.parametrize("query", EMPTY_QUERIES)
-def test_framework_embeddings_embed_an_empty_query_with_one_warning(env, entry, query):
-    before = snapshot(env.store)
-    with pytest.warns(UserWarning, match=r"are empty or only white space"):
-        vector = QUERIES[entry](env, query)
-    assert len(vector) == env.encoder.dim
     assert_unchanged(env.store, before)
 
 
@@ -280,6 +237,45 @@ def test_long_query_is_truncated_with_one_warning(env, entry):
     assert len(messages) == 1
     assert re.match(r"1 of 1 (keys|queries) exceeded 256 tokens and were truncated", messages[0])
     assert len(out) in (2, 4, env.encoder.dim)  # k=2 (retrievers), k=4 (store), or a vector
+    assert_unchanged(env.store, before)
+
+
+# -- empty texts: rejected by the core, embedded by the framework embeddings -------------------
+
+EMPTY_INPUTS = [
+    *[
+        pytest.param(entry, TEXT_LISTS[entry], texts, id=f"{entry}-{name}")
+        for entry in TEXT_LISTS
+        for name, texts in (("[empty]", ["ok", ""]), ("[blank]", ["ok", " \n\t"]))
+    ],
+    *[
+        pytest.param(entry, QUERIES[entry], query, id=f"{entry}-{name}")
+        for entry in QUERIES
+        for name, query in (("empty", ""), ("blank", " \n"))
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "call", "value"), [p for p in EMPTY_INPUTS if p.values[0] not in EMBEDS_EMPTY]
+)
+def test_empty_text_is_rejected_and_nothing_is_lost(env, entry, call, value):
+    before = snapshot(env.store)
+    with pytest.raises(ValueError, match=r"is empty or only white space"):
+        call(env, value)
+    assert_unchanged(env.store, before)
+
+
+@pytest.mark.parametrize(
+    ("entry", "call", "value"), [p for p in EMPTY_INPUTS if p.values[0] in EMBEDS_EMPTY]
+)
+def test_framework_embeddings_embed_an_empty_text_with_one_warning(env, entry, call, value):
+    before = snapshot(env.store)
+    with pytest.warns(UserWarning, match=r"are empty or only white space"):
+        out = call(env, value)
+    vector = out[-1] if isinstance(value, list) else out
+    assert len(vector) == env.encoder.dim
+    assert not isinstance(value, list) or len(out) == len(value)
     assert_unchanged(env.store, before)
 
 
