@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -65,7 +66,8 @@ def test_demo_runs_on_the_bundled_xquad_without_a_data_folder(monkeypatch, capsy
     assert "Indexed 240 XQuAD paragraphs" in out
     assert "20 longer than 256 tokens cut into passages that fit: 262 passages" in out
     assert "answer:" in out and "gold:" in out
-    assert "MRR@10 = 0.9" in out
+    mrr = float(re.search(r"MRR@10 = ([0-9.]+)", out).group(1))
+    assert mrr >= 0.925  # measured 0.931 (exact search; 0.928 when long paragraphs were truncated)
     # Long paragraphs are cut into passages, not truncated by the encoder.
     assert not [w for w in caught if "were truncated" in str(w.message)]
     # Not a terminal: no progress bar in the output.
