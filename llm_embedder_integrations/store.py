@@ -647,9 +647,12 @@ class _DenseRanking:
             got = self.collection.get(
                 where=self.where, include=["documents", "metadatas", "embeddings"]
             )
-            keys = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
-            keys /= np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
-            self._keys = (got, keys)
+            if not got["ids"]:  # an empty task, or a filter that matches nothing
+                self._keys = (got, np.zeros((0, self.vectors.shape[1]), dtype=np.float32))
+            else:
+                keys = np.asarray(got["embeddings"], dtype=np.float32)
+                keys /= np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
+                self._keys = (got, keys)
         got, keys = self._keys
         if not got["ids"]:
             return [[] for _ in vectors]

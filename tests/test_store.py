@@ -207,3 +207,8 @@ def test_hybrid_search_without_the_texts_is_an_error_not_a_dense_search(encoder)
 def test_bad_search_arguments(store, kwargs, error, match):
     with pytest.raises(error, match=match):
         store.search_batch(task="qa", **kwargs)
+
+
+def test_exact_search_of_an_empty_task_or_an_empty_filter_finds_nothing(store):
+    assert store.search("anything", task="tool", k=3, exact=True) == []
+    assert store.search("capital", task="qa", k=3, where={"topic": "none"}, exact=True) == []
