@@ -33,12 +33,15 @@ import numpy as np
 from ..encoder import LLMEmbedder
 from ..evaluation.datasets import RetrievalDataset, load_dataset
 from ..instructions import TASKS
+from ..lexical import BM25Index
 
 __all__ = [
+    "MiningStats",
     "TrainingDataError",
     "TrainingRecord",
     "convert_dataset",
     "iter_jsonl",
+    "mine_records",
     "read_jsonl",
     "records_from_dataset",
     "write_jsonl",
@@ -366,13 +369,226 @@ def _answers(dataset: RetrievalDataset, qid: str) -> list[str] | None:
     meta = dataset.metadata.get(qid, {})
     if dataset.task == "lrlm":
         # The continuation: the chunk right after the query chunk, if the split holds it.
-        position = meta.get("position")
-        if position is None:
-            return None
-        nxt = f"chunk-{position + 1:05d}"
+        nxt = meta.get("next_chunk_id")
+        if nxt is None and meta.get("position") is not None:
+            nxt = f"chunk-{meta['position'] + 1:05d}"
         return [dataset.corpus[nxt]] if nxt in dataset.corpus else None
     answers = [a for a in meta.get("answers") or [] if isinstance(a, str) and a.strip()]
     return answers or None
+
+
+@dataclass
+class MiningStats:
+    """What `mine_records` did, for the run's log.
+
+    Attributes:
+        queries: Queries converted into a record.
+        no_positive: Queries skipped because no relevant document was among their candidates.
+        negatives: Hard negatives kept, by miner (``"dense"``, ``"bm25"``).
+        dropped: Likely false negatives dropped, by reason: ``"same_text"`` (equal to a
+            positive), ``"overlap"`` (contains a positive or is contained in one),
+            ``"above_positive"`` (the base model scores it above the best positive by more than
+            the margin).
+    """
+
+    queries: int = 0
+    no_positive: int = 0
+    negatives: dict[str, int] = field(default_factory=lambda: {"dense": 0, "bm25": 0})
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"same_text": 0, "overlap": 0, "above_positive": 0}
+    )
+
+    def __str__(self) -> str:
+        kept = ", ".join(f"{k} {v}" for k, v in self.negatives.items())
+        dropped = ", ".join(f"{k} {v}" for k, v in self.dropped.items())
+        return (
+            f"{self.queries} records, negatives kept: {kept}; likely false negatives dropped: "
+            f"{dropped} ({sum(self.dropped.values())} in all)"
+        )
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _false_negative(text: str, positives: list[str]) -> str | None:
+    """Why ``text`` is likely relevant although not judged so, or None."""
+    if text in positives:
+        return "same_text"
+    if any(p in text or text in p for p in positives):
+        return "overlap"
+    return None
+
+
+def _check_count(name: str, value: Any, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}")
+
+
+def mine_records(
+    dataset: RetrievalDataset,
+    encoder: LLMEmbedder,
+    *,
+    negatives: int = 7,
+    bm25: bool = True,
+    false_negative_margin: float | None = 0.2,
+    max_positives: int | None = None,
+    max_queries: int | None = None,
+    answered_only: bool = False,
+    depth: int = 30,
+) -> tuple[list[TrainingRecord], MiningStats]:
+    """Turn a retrieval dataset into training records with mined hard negatives.
+
+    For each query, the documents it may retrieve (`RetrievalDataset.candidate_ids`: its filter
+    applied, its ``exclude`` ids removed) are ranked by ``encoder`` with the task's instructions
+    and, with ``bm25``, by BM25; the negatives are taken from the two rankings in turn (dense
+    first), skipping judged documents and likely false negatives: a text equal to a positive,
+    containing one or contained in one, or one the encoder scores above the best positive by
+    more than ``false_negative_margin``. ``pos`` holds the relevant documents, best grade first
+    and, within a grade, best ranked first. ``answers`` is filled where the dataset has expected
+    outputs; ``relevant_ids`` (every judged document, for the in-batch false-negative mask) and
+    ``group`` (the dataset's grouping, for a dev split) go to ``extra``.
+
+    Args:
+        dataset: A dataset of `load_dataset` (its train split) or `load_training_source`.
+        encoder: The base encoder that ranks the candidates.
+        negatives: Hard negatives per query (fewer when a query has fewer candidates).
+        bm25: Mine from BM25's ranking too (half of the negatives, alternating).
+        false_negative_margin: Drop a mined text that the encoder scores above the best
+            positive by more than this (cosine); None keeps them.
+        max_positives: Keep at most this many positives (the best ranked); None keeps all.
+        max_queries: Convert only the first this many queries (in dataset order).
+        answered_only: Skip queries without an expected output, so that every record can be
+            scored by the LLM reward.
+        depth: How deep each ranking is searched for negatives, past the judged documents.
+
+    Returns:
+        The records (one per query that has a candidate positive; ``query_id``, ``pos_ids`` and
+        ``neg_ids`` hold the dataset's ids) and what was kept and dropped.
+    """
+    _check_count("negatives", negatives, 0)
+    _check_count("max_positives", max_positives, 1, allow_none=True)
+    _check_count("max_queries", max_queries, 1, allow_none=True)
+    _check_count("depth", depth, 1)
+    if false_negative_margin is not None and (
+        isinstance(false_negative_margin, bool)
+        or not isinstance(false_negative_margin, (int, float))
+        or false_negative_margin < 0
+    ):
+        raise ValueError(
+            f"`false_negative_margin` must be a number >= 0 or None, got {false_negative_margin!r}"
+        )
+    stats = MiningStats()
+    qids = list(dataset.queries)[:max_queries]
+    answers = {qid: _answers(dataset, qid) for qid in qids}
+    if answered_only:
+        skipped = sum(1 for qid in qids if answers[qid] is None)
+        qids = [qid for qid in qids if answers[qid] is not None]
+        if skipped:
+            logger.info("%s: skipped %d queries without an expected output", dataset.name, skipped)
+    if not qids:
+        return [], stats
+    restricted = bool(dataset.exclude) or any("filter" in dataset.metadata.get(q, {}) for q in qids)
+    docs = list(dataset.corpus)
+    column = {doc: i for i, doc in enumerate(docs)}
+    query_emb = encoder.encode_queries([dataset.queries[q] for q in qids], task=dataset.task)
+    key_emb = encoder.encode_keys([dataset.corpus[d] for d in docs], task=dataset.task)
+    lexical = BM25Index(dataset.corpus) if bm25 and negatives else None
+    normalised = {d: _norm(dataset.corpus[d]) for d in docs}
+
+    records = []
+    batch = 256
+    for start in range(0, len(qids), batch):
+        chunk = qids[start : start + batch]
+        dense = query_emb[start : start + len(chunk)] @ key_emb.T
+        sparse = lexical.scores([dataset.queries[q] for q in chunk]) if lexical else None
+        for row, qid in enumerate(chunk):
+            allowed = None
+            if restricted:
+                allowed = np.zeros(len(docs), dtype=bool)
+                allowed[[column[d] for d in dataset.candidate_ids(qid)]] = True
+            grades = dataset.qrels.get(qid, {})
+            relevant = [
+                d for d, g in grades.items() if g > 0 and (allowed is None or allowed[column[d]])
+            ]
+            if not relevant:
+                stats.no_positive += 1
+                continue
+            scores = dense[row]
+            relevant.sort(key=lambda d: (-grades[d], -scores[column[d]]))
+            pos = relevant[:max_positives]
+            pos_texts = [normalised[d] for d in relevant]
+            best = max(float(scores[column[d]]) for d in relevant)
+            reach = depth + len(grades)  # judged documents are skipped: look past them
+            rankings = [("dense", _ranked(scores, allowed, reach))]
+            if sparse is not None:
+                rankings.append(("bm25", _ranked(sparse[row], allowed, reach, positive=True)))
+            judged = set(grades)
+            neg: list[str] = []
+            seen: set[int] = set()
+            for miner, j in _interleave(rankings):
+                if len(neg) >= negatives:
+                    break
+                if j in seen or docs[j] in judged:
+                    continue
+                seen.add(j)
+                reason = _false_negative(normalised[docs[j]], pos_texts)
+                margin = false_negative_margin
+                if reason is None and margin is not None and float(scores[j]) > best + margin:
+                    reason = "above_positive"
+                if reason is not None:
+                    stats.dropped[reason] += 1
+                    continue
+                stats.negatives[miner] += 1
+                neg.append(docs[j])
+            meta = dataset.metadata.get(qid, {})
+            extra: dict[str, Any] = {"relevant_ids": sorted(relevant)}
+            if "group" in meta:
+                extra["group"] = str(meta["group"])
+            records.append(
+                TrainingRecord(
+                    query=dataset.queries[qid],
+                    task=dataset.task,
+                    pos=[dataset.corpus[d] for d in pos],
+                    neg=[dataset.corpus[d] for d in neg],
+                    answers=answers[qid],
+                    query_id=qid,
+                    pos_ids=pos,
+                    neg_ids=neg,
+                    extra=extra,
+                )
+            )
+    stats.queries = len(records)
+    if stats.no_positive:
+        logger.warning(
+            "%s: %d queries have no relevant document among their candidates and were skipped",
+            dataset.name,
+            stats.no_positive,
+        )
+    logger.info("%s: %s", dataset.name, stats)
+    return records, stats
+
+
+def _ranked(
+    scores: np.ndarray, allowed: np.ndarray | None, depth: int, *, positive: bool = False
+) -> list[int]:
+    """Columns of the ``depth`` best scores among ``allowed`` (BM25: scores > 0 only)."""
+    row = scores.astype(np.float32, copy=True)
+    if allowed is not None:
+        row[~allowed] = -np.inf
+    ranked = np.argsort(-row, kind="stable")[:depth]  # stable: ties keep the corpus order
+    floor = 0.0 if positive else -np.inf
+    return [int(j) for j in ranked if row[j] > floor]
+
+
+def _interleave(rankings: list[tuple[str, list[int]]]) -> Iterator[tuple[str, int]]:
+    """``(miner, column)`` taking the rankings' entries in turn."""
+    for depth in range(max(len(r) for _, r in rankings)):
+        for miner, ranked in rankings:
+            if depth < len(ranked):
+                yield miner, ranked[depth]
 
 
 def records_from_dataset(
@@ -383,89 +599,26 @@ def records_from_dataset(
     max_positives: int | None = None,
     max_queries: int | None = None,
     answered_only: bool = False,
+    bm25: bool = False,
+    false_negative_margin: float | None = None,
 ) -> list[TrainingRecord]:
-    """Turn a retrieval dataset into training records with hard negatives mined by ``encoder``.
+    """`mine_records` without its statistics; by default dense mining with no filtering.
 
-    For each query, the documents it may retrieve (`RetrievalDataset.candidate_ids`: the
-    query's filter applied, its ``exclude`` ids removed) are ranked by the encoder with the
-    task's instructions; ``neg`` is the ``negatives`` best-ranked documents that are not
-    relevant. ``pos`` holds the relevant documents, best grade first and, within a grade, best
-    ranked first. ``answers`` is filled where the dataset has expected outputs (XQuAD and
-    LoCoMo answers, SNI outputs, the next chunk for long text).
-
-    Args:
-        dataset: A dataset of `load_dataset` (use its train split).
-        encoder: The base encoder that ranks the candidates.
-        negatives: Hard negatives per query (fewer when a query has fewer candidates).
-        max_positives: Keep at most this many positives (the best ranked); None keeps all.
-        max_queries: Convert only the first this many queries (in dataset order).
-        answered_only: Skip queries without an expected output, so that every record can be
-            scored by the LLM reward.
-
-    Returns:
-        One record per query that has a candidate positive; ``query_id``, ``pos_ids`` and
-        ``neg_ids`` hold the dataset's ids.
+    Example:
+        >>> enc = LLMEmbedder("all-MiniLM-L6-v2")  # doctest: +SKIP
+        >>> ds = load_dataset("xquad", "train")  # doctest: +SKIP
+        >>> write_jsonl(records_from_dataset(ds, enc), "xquad.train.jsonl")  # doctest: +SKIP
     """
-    for name, value, low in (("negatives", negatives, 0), ("max_positives", max_positives, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"`{name}` must be an int, got {value!r}")
-        if value is not None and value < low:
-            raise ValueError(f"`{name}` must be >= {low}, got {value}")
-    if max_queries is not None and (not isinstance(max_queries, int) or max_queries < 1):
-        raise ValueError(f"`max_queries` must be a positive int or None, got {max_queries!r}")
-
-    qids = list(dataset.queries)[:max_queries]
-    answers = {qid: _answers(dataset, qid) for qid in qids}
-    if answered_only:
-        skipped = sum(1 for qid in qids if answers[qid] is None)
-        qids = [qid for qid in qids if answers[qid] is not None]
-        if skipped:
-            logger.info("%s: skipped %d queries without an expected output", dataset.name, skipped)
-    candidates = {qid: dataset.candidate_ids(qid) for qid in qids}
-    needed = list(dict.fromkeys(doc for qid in qids for doc in candidates[qid]))
-    row = {doc: i for i, doc in enumerate(needed)}
-    if not qids:
-        return []
-    query_emb = encoder.encode_queries([dataset.queries[q] for q in qids], task=dataset.task)
-    key_emb = (
-        encoder.encode_keys([dataset.corpus[d] for d in needed], task=dataset.task)
-        if needed
-        else np.empty((0, encoder.dim), dtype=np.float32)
+    records, _ = mine_records(
+        dataset,
+        encoder,
+        negatives=negatives,
+        bm25=bm25,
+        false_negative_margin=false_negative_margin,
+        max_positives=max_positives,
+        max_queries=max_queries,
+        answered_only=answered_only,
     )
-
-    records = []
-    no_positive = 0
-    for qi, qid in enumerate(qids):
-        docs = candidates[qid]
-        scores = key_emb[[row[d] for d in docs]] @ query_emb[qi] if docs else np.empty(0)
-        order = np.argsort(-scores, kind="stable")
-        rank = {docs[i]: r for r, i in enumerate(order)}
-        grades = dataset.qrels.get(qid, {})
-        relevant = [d for d in docs if grades.get(d, 0) > 0]
-        if not relevant:
-            no_positive += 1
-            continue
-        relevant.sort(key=lambda d: (-grades[d], rank[d]))
-        pos = relevant[:max_positives]
-        neg = [docs[i] for i in order if grades.get(docs[i], 0) <= 0][:negatives]
-        records.append(
-            TrainingRecord(
-                query=dataset.queries[qid],
-                task=dataset.task,
-                pos=[dataset.corpus[d] for d in pos],
-                neg=[dataset.corpus[d] for d in neg],
-                answers=answers[qid],
-                query_id=qid,
-                pos_ids=pos,
-                neg_ids=neg,
-            )
-        )
-    if no_positive:
-        logger.warning(
-            "%s: %d queries have no relevant document among their candidates and were skipped",
-            dataset.name,
-            no_positive,
-        )
     return records
 
 
@@ -478,35 +631,50 @@ def convert_dataset(
     max_positives: int | None = None,
     max_queries: int | None = None,
     answered_only: bool = False,
+    bm25: bool = True,
+    false_negative_margin: float | None = 0.2,
     **options: Any,
 ) -> list[TrainingRecord]:
-    """Convert the train split of an evaluation dataset into training records.
+    """Convert a training source or the train split of an evaluation dataset into records.
 
-    Only the train split is converted: the test split stays unseen for evaluation.
+    Only train data is converted: the test splits stay unseen for evaluation. Hard negatives
+    come from the base encoder and BM25, likely false negatives dropped (see `mine_records`).
 
     Args:
-        name: A dataset of `load_dataset`: ``xquad``, ``gorilla_torchhub``,
-            ``gorilla_tensorflow``, ``trec_cast``, ``locomo``, ``sni`` or ``tinyshakespeare``.
+        name: A training source of `load_training_source` (``nq_qed``, ``canard``,
+            ``gorilla_torchhub_train``, ``gutenberg``) or a dataset of `load_dataset`
+            (``xquad``, ``gorilla_torchhub``, ``gorilla_tensorflow``, ``trec_cast``,
+            ``locomo``, ``sni``, ``tinyshakespeare``), whose train split is used.
         encoder: The base encoder that mines the hard negatives.
         data_path: Data folder; defaults to `data_dir`'s choice.
         negatives: Hard negatives per query.
         max_positives: Keep at most this many positives per query (Gorilla TensorFlow has up to
             220 documents per API call); None keeps all.
         max_queries: Convert only the first this many queries.
-        answered_only: Skip queries without an expected output (see `records_from_dataset`).
+        answered_only: Skip queries without an expected output (see `mine_records`).
+        bm25: Mine half of the negatives with BM25.
+        false_negative_margin: See `mine_records`.
         **options: Options of the dataset's loader (``history=True`` for ``trec_cast``,
-            ``chunk_words`` for ``tinyshakespeare``...).
+            ``chunk_words`` for ``tinyshakespeare`` and ``gutenberg``...).
 
     Example:
         >>> enc = LLMEmbedder("all-MiniLM-L6-v2")  # doctest: +SKIP
-        >>> write_jsonl(convert_dataset("xquad", enc), "xquad.train.jsonl")  # doctest: +SKIP
+        >>> write_jsonl(convert_dataset("nq_qed", enc), "nq.train.jsonl")  # doctest: +SKIP
     """
-    dataset = load_dataset(name, "train", data_path=data_path, **options)
-    return records_from_dataset(
+    from .sources import TRAIN_SOURCES, load_training_source
+
+    if name in TRAIN_SOURCES:
+        dataset = load_training_source(name, data_path=data_path, **options)
+    else:
+        dataset = load_dataset(name, "train", data_path=data_path, **options)
+    records, _ = mine_records(
         dataset,
         encoder,
         negatives=negatives,
+        bm25=bm25,
+        false_negative_margin=false_negative_margin,
         max_positives=max_positives,
         max_queries=max_queries,
         answered_only=answered_only,
     )
+    return records
