@@ -403,3 +403,19 @@ def test_a_hybrid_store_names_its_scores_rrf(encoder):
     assert docs[0].page_content == DOCS[4]
     assert docs[0].metadata["score_type"] == "rrf"
     assert docs[0].metadata["score"] == pytest.approx(2 / 61)  # first in both rankings
+
+
+def test_closing_a_stream_early_leaves_no_generating_thread():
+    import threading
+
+    from llm_embedder_integrations.llm import LocalLLM
+
+    llm = LocalLLM()
+    before = threading.active_count()
+    stream = llm.stream_chat(
+        [{"role": "user", "content": "Tell me a long story."}], max_new_tokens=512
+    )
+    first = next(stream)
+    assert first and threading.active_count() == before + 1  # the generating thread
+    stream.close()
+    assert threading.active_count() == before
