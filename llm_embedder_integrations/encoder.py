@@ -207,6 +207,26 @@ def _resolve(model: str | os.PathLike[str] | None) -> tuple[ResolvedModel, str]:
     )
 
 
+def _task_models(source: str | os.PathLike[str]) -> dict[str, str]:
+    """Task -> weights folder, for the tasks a trained model keeps other weights for."""
+    path = Path(source) / "llm_embedder.json"
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        tasks = settings["tasks"]
+        return {
+            task: str((Path(source) / entry["model"]).resolve())
+            for task, entry in tasks.items()
+            if entry.get("model", ".") != "."
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path} is malformed ({exc!r}); it must map `tasks` to {{'model': folder, ...}} as "
+            "the trainer writes it; delete it to load the folder's own weights for every task"
+        ) from None
+
+
 def validate_texts(
     texts: Sequence[str], what: str = "texts", *, allow_empty: bool = False
 ) -> list[str]:
@@ -439,6 +459,7 @@ class LLMEmbedder:
                 f"`backend` must be 'auto', 'torch', 'onnx' or 'onnx-int8'; got {backend!r}"
             )
 
+        requested_backend = backend
         self.resolved = resolve_model(model)
         self.device = _pick_device(device)
         self.dtype, backend = _pick_backend(precision, self.device, backend)
@@ -449,8 +470,16 @@ class LLMEmbedder:
         model_max = int(self._st.max_seq_length or 512)
         self.max_length = min(max_length, model_max) if max_length else model_max
         self.dim = _dimension(self._st)
-        saved = {k: v for k, v in (self._st.prompts or {}).items() if task_of_prompt(k) and v}
-        self.trained_with_instructions = bool(saved) or "llm-embedder" in self.model_id.lower()
+        # An empty saved prompt is a task the trainer chose to run without its instruction.
+        saved = {
+            k: v
+            for k, v in (self._st.prompts or {}).items()
+            if task_of_prompt(k) and isinstance(v, str)
+        }
+        self.trained_with_instructions = (
+            any(saved.values()) or "llm-embedder" in self.model_id.lower()
+        )
+        self._forced_instructions = instructions is True
         self.instructions = (
             self.trained_with_instructions if instructions == "auto" else bool(instructions)
         )
@@ -486,6 +515,22 @@ class LLMEmbedder:
             cache = EmbeddingCache(cache)
         self.cache = cache
         self._cache_model = f"{self.model_id}|{backend}|{self.dtype}|{self.max_length}"
+        # A model saved by the trainer's per-task selection may hold other weights for some
+        # tasks (llm_embedder.json: task -> folder); those load on first use, same options.
+        self._task_models = _task_models(self.resolved.source)
+        self._task_encoders: dict[str, LLMEmbedder] = {}
+        self._task_lock = threading.Lock()
+        self._options = {
+            "instructions": instructions,
+            "device": device,
+            "precision": precision,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "pooling": pooling,
+            "show_progress": show_progress,
+            "backend": requested_backend,
+            "cache": cache,
+        }
 
     @property
     def model_id(self) -> str:
@@ -498,13 +543,31 @@ class LLMEmbedder:
             f"device={self.device.type!r}, backend={self.backend!r}, dim={self.dim})"
         )
 
+    def for_task(self, task: str) -> LLMEmbedder:
+        """The encoder that serves ``task``: this one, or one of the task's own weights.
+
+        A model saved by the trainer's per-task selection (``llm_embedder.json``) may keep other
+        weights for some tasks; they load on first use, with this encoder's options.
+        """
+        folder = self._task_models.get(task)
+        if folder is None:
+            return self
+        with self._task_lock:
+            if task not in self._task_encoders:
+                logger.info("task %r: loading its own weights from %s", task, folder)
+                self._task_encoders[task] = LLMEmbedder(folder, **self._options)
+            return self._task_encoders[task]
+
     def instruction(self, task: str, side: Literal["query", "key"]) -> str:
         """The prefix applied to ``side`` texts of ``task``: empty when instructions are off."""
+        owner = self.for_task(task)
+        if owner is not self:
+            return owner.instruction(task, side)
         name = prompt_name(task, side)
         if not self.instructions:
             return ""
-        if name not in self._prompts:  # registered after this encoder was made
-            pair = get_instruction(task)
+        if name not in self._prompts or (self._forced_instructions and not self._prompts[name]):
+            pair = get_instruction(task)  # registered after this encoder was made, or forced on
             return pair.query if side == "query" else pair.key
         return self._prompts[name]
 
@@ -514,6 +577,9 @@ class LLMEmbedder:
         Returns:
             Array of shape ``(len(texts), dim)``, float32, rows L2-normalised.
         """
+        owner = self.for_task(task)
+        if owner is not self:
+            return owner.encode_queries(texts, task)
         return self.encode(texts, prefix=self.instruction(task, "query"), what="queries")
 
     def encode_keys(self, texts: Sequence[str], task: str = "qa") -> np.ndarray:
@@ -522,6 +588,9 @@ class LLMEmbedder:
         Returns:
             Array of shape ``(len(texts), dim)``, float32, rows L2-normalised.
         """
+        owner = self.for_task(task)
+        if owner is not self:
+            return owner.encode_keys(texts, task)
         return self.encode(texts, prefix=self.instruction(task, "key"), what="keys")
 
     def encode(self, texts: Sequence[str], prefix: str = "", *, what: str = "texts") -> np.ndarray:

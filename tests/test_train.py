@@ -62,6 +62,7 @@ def small_config(tmp_path: Path, **changes) -> TrainConfig:
         "device": "cpu",
         "show_progress": False,
         "logging_steps": 1,
+        "distillation": True,  # the paper's table as it is ("auto" is tested with selection)
     }
     return TrainConfig(**{**settings, **changes})
 

@@ -1,12 +1,14 @@
-"""Training LLM-Embedder: the JSON Lines data format, the LLM reward, the losses and the trainer."""
+"""Training LLM-Embedder: data format and sources, LLM reward, losses, trainer, model selection."""
 
 from __future__ import annotations
 
 from .data import (
+    MiningStats,
     TrainingDataError,
     TrainingRecord,
     convert_dataset,
     iter_jsonl,
+    mine_records,
     read_jsonl,
     records_from_dataset,
     write_jsonl,
@@ -26,6 +28,17 @@ from .losses import (
     task_loss,
 )
 from .reward import TEMPLATES, LLMReward, score_file
+from .selection import (
+    DevCallback,
+    Selection,
+    TaskChoice,
+    TeacherQuality,
+    interpolate,
+    select_per_task,
+    split_dev,
+    teacher_quality,
+)
+from .sources import TRAIN_SOURCES, load_training_source
 from .train import (
     HomogeneousBatchSampler,
     LLMEmbedderTrainer,
@@ -36,13 +49,29 @@ from .train import (
     build_examples,
     build_train_dataset,
     build_trainer,
+    distillation_plan,
     effective_loss_config,
+    save_selected,
     train,
 )
 
 __all__ = [
     "TASK_LOSS",
     "TEMPLATES",
+    "TRAIN_SOURCES",
+    "DevCallback",
+    "MiningStats",
+    "Selection",
+    "TaskChoice",
+    "TeacherQuality",
+    "distillation_plan",
+    "interpolate",
+    "load_training_source",
+    "mine_records",
+    "save_selected",
+    "select_per_task",
+    "split_dev",
+    "teacher_quality",
     "ContrastiveLoss",
     "KLDistillationLoss",
     "LLMEmbedderLoss",

@@ -69,7 +69,7 @@ from ..encoder import (
     pools_instructions,
     resolve_model,
 )
-from ..instructions import TASKS, get_instruction, prompts_for
+from ..instructions import TASKS, get_instruction, prompt_name, prompts_for
 from .data import TrainingDataError, TrainingRecord, read_jsonl
 from .losses import (
     TASK_LOSS,
@@ -77,6 +77,18 @@ from .losses import (
     gather_with_grad,
     in_batch_false_negatives,
     task_loss,
+)
+from .selection import (
+    DEV_METRIC,
+    DevCallback,
+    Selection,
+    TeacherQuality,
+    dev_datasets,
+    interpolate,
+    select_per_task,
+    split_dev,
+    st_encoder,
+    teacher_quality,
 )
 
 if TYPE_CHECKING:
@@ -90,9 +102,12 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_examples",
+    "TASK_SETTINGS",
     "build_trainer",
     "build_train_dataset",
+    "distillation_plan",
     "effective_loss_config",
+    "save_selected",
     "train",
 ]
 
@@ -137,6 +152,13 @@ class TrainConfig:
 
     Attributes:
         data: JSON Lines training files (`read_jsonl` format); their records may mix tasks.
+        sources: Training data converted at the start of the run, hard negatives mined by the
+            base model and BM25 (`convert_dataset`): training-scale sources of the data folder's
+            ``train/`` (`TRAIN_SOURCES`: ``nq_qed``, ``canard``, ``gorilla_torchhub_train``,
+            ``gutenberg``) and the train split of evaluation datasets (``xquad``, ``locomo``,
+            ``trec_cast`` in its history format...). Used beside ``data``; no teacher scores.
+        source_queries: At most this many queries per source (spread over it); None for all.
+        data_path: The data folder of ``sources``; None takes `data_dir`'s choice.
         output: Directory of the trained model (checkpoints go to ``checkpoint-<step>`` in it).
         model: Model to fine-tune: hub id, local directory, or the shipped
             ``sentence-transformers/all-MiniLM-L6-v2``. A plain transformers checkpoint gets CLS
@@ -151,8 +173,11 @@ class TrainConfig:
         max_length: Token limit of queries and keys in training, instruction included (the
             saved model keeps the base model's own limit for inference).
         homogeneous: Draw every batch from one task (False: mixed-task batches, the ablation).
-        distillation: Use the distillation terms of `TASK_LOSS`; False trains every task with
-            the contrastive loss alone (no teacher scores needed).
+        distillation: ``"auto"`` (the default) uses a task's distillation term of `TASK_LOSS`
+            only where its records carry teacher scores and the teacher ranks the gold positive
+            first more often than the base model does (`teacher_quality`, logged); other tasks
+            train with the contrastive loss. True uses `TASK_LOSS` as it is (teacher scores
+            required); False trains every task with the contrastive loss alone.
         mask_false_negatives: Remove in-batch keys relevant to a query from its softmax.
         gather_across_devices: With several processes, use every process's keys as in-batch
             negatives.
@@ -175,9 +200,23 @@ class TrainConfig:
         resume: True continues from the last checkpoint in ``output``; a path, from that one.
         show_progress: Show a progress bar.
         dataloader_num_workers: Worker processes that collate batches (0: in the main one).
+        dev_fraction: Share of each task's records held out as a dev split (whole groups: the
+            records' ``group`` field, else their positive), at most ``dev_max_queries`` per task;
+            0 trains on everything and turns model selection off.
+        dev_max_queries: Dev queries per task at most.
+        eval_steps: Score the dev split every this many steps (and at the end); the best
+            step's weights are the fine-tuned model.
+        interpolate: Choose per task, on the dev split, the interpolation weight between the base
+            and the fine-tuned weights (WiSE-FT) and whether its instructions are applied; the
+            saved model then never scores below its base on the dev split (`select_per_task`).
+            False saves the best step's weights as they are.
+        alphas: The interpolation weights tried (0, the base model, is always among them).
     """
 
     data: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    source_queries: int | None = 600
+    data_path: str | None = None
     output: str = "llm-embedder-finetuned"
     model: str = SHIPPED_MODEL
     epochs: float = 1.0
@@ -189,7 +228,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_length: int = 256
     homogeneous: bool = True
-    distillation: bool = True
+    distillation: bool | Literal["auto"] = "auto"
     mask_false_negatives: bool = True
     gather_across_devices: bool = True
     pool_instructions: bool = False
@@ -205,6 +244,11 @@ class TrainConfig:
     resume: bool | str = False
     show_progress: bool = True
     dataloader_num_workers: int = 0
+    dev_fraction: float = 0.1
+    dev_max_queries: int = 100
+    eval_steps: int = 50
+    interpolate: bool = True
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, (str, os.PathLike)):
@@ -214,6 +258,13 @@ class TrainConfig:
         ):
             raise ValueError(f"`data` must be a list of JSON Lines file paths, got {self.data!r}")
         self.data = tuple(os.fspath(p) for p in self.data)
+        if isinstance(self.sources, str) or not all(isinstance(n, str) for n in self.sources):
+            raise ValueError(f"`sources` must be a list of source names, got {self.sources!r}")
+        self.sources = tuple(self.sources)
+        _check_sources(self.sources)
+        _positive_int("source_queries", self.source_queries, allow_none=True)
+        if isinstance(self.data_path, os.PathLike):
+            self.data_path = os.fspath(self.data_path)
         for name in ("output", "model"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
@@ -227,6 +278,18 @@ class TrainConfig:
         _positive_int("max_steps", self.max_steps, allow_none=True)
         _positive_int("max_samples_per_task", self.max_samples_per_task, allow_none=True)
         _positive_int("save_total_limit", self.save_total_limit, allow_none=True)
+        _number("dev_fraction", self.dev_fraction, low=0, strict=False, high=0.5)
+        _positive_int("dev_max_queries", self.dev_max_queries)
+        _positive_int("eval_steps", self.eval_steps)
+        if isinstance(self.alphas, (int, float)) or not isinstance(self.alphas, Sequence):
+            raise ValueError(f"`alphas` must be a list of numbers in [0, 1], got {self.alphas!r}")
+        for alpha in self.alphas:
+            _number("alphas", alpha, low=0, strict=False, high=1)
+        self.alphas = tuple(float(a) for a in self.alphas)
+        if self.distillation not in (True, False, "auto"):
+            raise ValueError(
+                f"`distillation` must be true, false or 'auto', got {self.distillation!r}"
+            )
         for name in (
             "batch_size",
             "gradient_accumulation_steps",
@@ -260,12 +323,12 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}")
         for name in (
             "homogeneous",
-            "distillation",
             "mask_false_negatives",
             "gather_across_devices",
             "gradient_checkpointing",
             "show_progress",
             "pool_instructions",
+            "interpolate",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
@@ -290,8 +353,9 @@ class TrainConfig:
         unknown = sorted(set(merged) - set(known))
         if unknown:
             raise ValueError(f"unknown training setting(s) {unknown}; known: {', '.join(known)}")
-        if isinstance(merged.get("data"), list):
-            merged["data"] = tuple(merged["data"])
+        for name in ("data", "alphas", "sources"):
+            if isinstance(merged.get(name), list):
+                merged[name] = tuple(merged[name])
         return cls(**merged)
 
     @classmethod
@@ -321,8 +385,9 @@ class TrainConfig:
             values["data"] = [values["data"]]
         if isinstance(values.get("data"), list):
             values["data"] = [str(base / p) for p in values["data"]]
-        if isinstance(values.get("output"), str):
-            values["output"] = str(base / values["output"])
+        for name in ("output", "data_path"):
+            if isinstance(values.get(name), str):
+                values[name] = str(base / values[name])
         try:
             return cls.from_dict(values, **overrides)
         except ValueError as exc:
@@ -332,6 +397,8 @@ class TrainConfig:
         """The settings as plain data (YAML/JSON ready)."""
         out = dataclasses.asdict(self)
         out["data"] = list(self.data)
+        out["alphas"] = list(self.alphas)
+        out["sources"] = list(self.sources)
         return out
 
 
@@ -348,6 +415,9 @@ class TrainResult:
         samples_per_second: Training queries per second (each with ``group_size`` keys).
         examples: Training examples per task.
         log_history: The trainer's log entries (``{"loss": ..., "step": ...}``...).
+        summary: The run summary also written to ``llm_embedder_training.json``: examples, dev
+            queries, the distillation plan and teacher measurements, the dev curve, the best
+            step, the per-task selection and the tasks whose fine-tuned weights regressed.
     """
 
     output: Path
@@ -358,6 +428,7 @@ class TrainResult:
     samples_per_second: float
     examples: dict[str, int]
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 # Examples ----------------------------------------------------------------------------------------
@@ -467,11 +538,14 @@ def build_examples(
     records: Sequence[TrainingRecord],
     *,
     group_size: int = 8,
-    distillation: bool = True,
+    distillation: bool | Mapping[str, bool] = True,
     max_samples_per_task: int | None = None,
     seed: int = 42,
 ) -> dict[str, list[dict[str, Any]]]:
     """Training examples per task (see the module docstring for how keys are drawn).
+
+    ``distillation`` is one switch for every task, or one per task (a task not named trains
+    contrastively).
 
     Raises:
         TrainingDataError: If a task trained by distillation has records without
@@ -482,7 +556,8 @@ def build_examples(
         by_task.setdefault(record.task, []).append(record)
     out: dict[str, list[dict[str, Any]]] = {}
     for task, items in by_task.items():
-        config = effective_loss_config(task, distillation=distillation)
+        distil = distillation if isinstance(distillation, bool) else distillation.get(task, False)
+        config = effective_loss_config(task, distillation=distil)
         missing = sum(1 for r in items if r.teacher_scores is None)
         if config.distillation is not None and missing:
             raise TrainingDataError(
@@ -520,7 +595,9 @@ def _prefixed(example: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_train_dataset(
-    records: Sequence[TrainingRecord], config: TrainConfig
+    records: Sequence[TrainingRecord],
+    config: TrainConfig,
+    distillation: Mapping[str, bool] | None = None,
 ) -> tuple[Dataset | DatasetDict, dict[str, str] | dict[str, dict[str, str]] | None]:
     """The training set and the trainer's ``prompts`` for ``records``.
 
@@ -530,13 +607,15 @@ def build_train_dataset(
 
     Columns: ``query``, ``key_0`` (the positive) ... ``key_{G-1}``, ``label`` (teacher scores of
     the keys, zeros when the task has none), ``task``, ``key_ids``, ``relevant_ids``.
+    ``distillation`` gives the switch per task (see `distillation_plan`); None takes
+    ``config.distillation`` for every task ("auto" counting as on).
     """
     from datasets import Dataset, DatasetDict
 
     examples = build_examples(
         records,
         group_size=config.group_size,
-        distillation=config.distillation,
+        distillation=bool(config.distillation) if distillation is None else distillation,
         max_samples_per_task=config.max_samples_per_task,
         seed=config.seed,
     )
@@ -957,10 +1036,122 @@ def _examples_per_task(dataset: Any) -> dict[str, int]:
     return dict(sorted(Counter(dataset["task"]).items()))
 
 
+_SOURCE_OPTIONS: dict[str, dict[str, Any]] = {"trec_cast": {"history": True}}
+"""Loader options of a source converted for training: CAsT as it is searched, with history."""
+
+
+def _check_sources(names: Sequence[str]) -> None:
+    from ..evaluation.datasets import DATASETS
+    from .sources import TRAIN_SOURCES
+
+    unknown = [n for n in names if n not in (*TRAIN_SOURCES, *DATASETS)]
+    if unknown:
+        raise ValueError(
+            f"unknown source(s) {unknown} in `sources`; known: {', '.join(TRAIN_SOURCES)} "
+            f"(training-scale) and {', '.join(DATASETS)} (their train split)"
+        )
+
+
+def source_records(config: TrainConfig) -> list[TrainingRecord]:
+    """The records of ``config.sources``, mined with the base model (``config.model``)."""
+    if not config.sources:
+        return []
+    from ..encoder import LLMEmbedder
+    from .data import convert_dataset
+
+    encoder = LLMEmbedder(config.model, instructions=False, show_progress=config.show_progress)
+    records: list[TrainingRecord] = []
+    for name in config.sources:
+        found = convert_dataset(
+            name,
+            encoder,
+            data_path=config.data_path,
+            negatives=config.group_size - 1,
+            max_positives=1,
+            **_SOURCE_OPTIONS.get(name, {}),
+        )
+        cap = config.source_queries
+        if cap is not None and len(found) > cap:
+            step = len(found) / cap
+            found = [found[int(i * step)] for i in range(cap)]
+        logger.info("source %s: %d records", name, len(found))
+        records += found
+    return records
+
+
+def distillation_plan(
+    config: TrainConfig, records: Sequence[TrainingRecord], model: SentenceTransformer
+) -> tuple[dict[str, bool], dict[str, TeacherQuality]]:
+    """Which tasks train with their distillation term, and the teacher measurements behind it.
+
+    With ``config.distillation == "auto"``, a task of `TASK_LOSS` with a distillation term is
+    distilled when all its records carry teacher scores and the teacher ranks the gold positive
+    first more often than ``model`` does, with or without instructions (`teacher_quality`); a
+    task whose records have no gold positive to check (long-range LM records labelled by the
+    teacher alone) trusts the teacher. Each decision is logged.
+    """
+    tasks = sorted({r.task for r in records})
+    if isinstance(config.distillation, bool):
+        return dict.fromkeys(tasks, config.distillation), {}
+    plan: dict[str, bool] = {}
+    needs = [t for t in tasks if effective_loss_config(t).distillation is not None]
+    scored = [r for r in records if r.task in needs and r.teacher_scores is not None]
+    quality: dict[str, TeacherQuality] = {}
+    if scored:
+        plain = teacher_quality(scored, st_encoder(model, False), seed=config.seed)
+        instructed = teacher_quality(scored, st_encoder(model, True), seed=config.seed)
+        quality = {
+            t: TeacherQuality(q.records, q.teacher, max(q.student, instructed[t].student))
+            for t, q in plain.items()
+        }
+    for task in tasks:
+        if task not in needs:
+            plan[task] = False
+            continue
+        items = [r for r in records if r.task == task]
+        missing = sum(1 for r in items if r.teacher_scores is None)
+        if missing:
+            plan[task] = False
+            logger.info(
+                "%s: contrastive loss (%d of %d records have no teacher scores)",
+                task,
+                missing,
+                len(items),
+            )
+        elif task not in quality:
+            plan[task] = True
+            logger.info("%s: distilled (no gold positive to check the teacher against)", task)
+        else:
+            q = quality[task]
+            plan[task] = q.teacher_wins
+            logger.info(
+                "%s: teacher ranks the gold positive first in %.1f%% of %d records, the base "
+                "model in %.1f%%: %s",
+                task,
+                100 * q.teacher,
+                q.records,
+                100 * q.student,
+                "distilled" if q.teacher_wins else "contrastive loss (the teacher is no better)",
+            )
+    return plan, quality
+
+
+def _device(config: TrainConfig) -> str:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`device` is 'cuda' but torch sees no CUDA device; use 'cpu' or 'auto'")
+    on_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    return "cuda" if on_cuda else "cpu"
+
+
 def build_trainer(
     config: TrainConfig, records: Sequence[TrainingRecord] | None = None
 ) -> LLMEmbedderTrainer:
     """Set up the trainer of `train` without running it (to inspect its batches, say).
+
+    The dev split (``config.dev_fraction``) is taken out of the records here; the trainer then
+    carries ``dev_records``, ``dev_callback`` (None without a dev split), ``base_state`` (the
+    weights before training, on the CPU), ``distillation`` (the per-task plan) and
+    ``teacher_quality``.
 
     Args:
         config: The run's settings.
@@ -973,17 +1164,31 @@ def build_trainer(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if records is None:
-        if not config.data:
-            raise ValueError("no training data: set `data` (--data FILE.jsonl ...)")
+        if not config.data and not config.sources:
+            raise ValueError(
+                "no training data: set `data` (--data FILE.jsonl ...) or `sources` (--sources ...)"
+            )
         records = [r for path in config.data for r in read_jsonl(path)]
+        records += source_records(config)
     if not records:
         raise ValueError("no training records: the data files are empty")
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("`device` is 'cuda' but torch sees no CUDA device; use 'cpu' or 'auto'")
-    on_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-    precision = _precision_flags(config, on_cuda)
+    device = _device(config)
+    precision = _precision_flags(config, device == "cuda")
+    dev_records: list[TrainingRecord] = []
+    if config.dev_fraction > 0:
+        records, dev_records = split_dev(
+            records,
+            fraction=config.dev_fraction,
+            max_queries=config.dev_max_queries,
+            seed=config.seed,
+        )
+        logger.info(
+            "dev split: %s", dict(sorted(Counter(r.task for r in dev_records).items())) or "none"
+        )
+    model = _load_model(config, device)
+    plan, quality = distillation_plan(config, records, model)
 
-    dataset, prompts = build_train_dataset(records, config)
+    dataset, prompts = build_train_dataset(records, config, plan)
     counts = _examples_per_task(dataset)
     logger.info("training examples per task: %s", counts)
     args = SentenceTransformerTrainingArguments(
@@ -994,7 +1199,7 @@ def build_trainer(
         learning_rate=config.lr,
         weight_decay=config.weight_decay,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        use_cpu=not on_cuda,
+        use_cpu=device != "cuda",
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -1012,10 +1217,9 @@ def build_trainer(
         **_checkpointing_args(config.gradient_checkpointing),
         **precision,
     )
-    model = _load_model(config, str(args.device))
     loss = MultiTaskLoss(
         model,
-        {t: effective_loss_config(t, distillation=config.distillation) for t in counts},
+        {t: effective_loss_config(t, distillation=plan.get(t, False)) for t in counts},
         gather_across_devices=config.gather_across_devices,
         mask_false_negatives=config.mask_false_negatives,
         prompt_lengths=None
@@ -1026,17 +1230,118 @@ def build_trainer(
     collator = TaskDataCollator(
         preprocess_fn=model.preprocess, prompts=prompts, max_length=config.max_length
     )
+    dev_sets = dev_datasets(dev_records) if dev_records else {}
+    callback = DevCallback(dev_sets, config.eval_steps) if dev_sets else None
     trainer = LLMEmbedderTrainer(
-        model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        data_collator=collator,
+        callbacks=[callback] if callback else None,
     )
     if not config.show_progress:
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
+    trainer.dev_records = dev_records
+    trainer.dev_callback = callback
+    trainer.base_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    trainer.distillation = plan
+    trainer.teacher_quality = quality
     return trainer
+
+
+TASK_SETTINGS = "llm_embedder.json"
+"""File of a trained model's folder holding its per-task settings (see `save_selected`)."""
+
+
+def _variant_dir(alpha: float) -> str:
+    return f"variants/alpha-{alpha:.2f}"
+
+
+def save_selected(
+    model: SentenceTransformer,
+    output: str | os.PathLike[str],
+    base_state: Mapping[str, Tensor],
+    tuned_state: Mapping[str, Tensor],
+    selection: Selection,
+    *,
+    base_model: str,
+) -> dict[str, Any]:
+    """Save the per-task choices of `select_per_task` as one loadable model folder.
+
+    The folder's own weights are the interpolation used by most tasks (ties: the larger
+    weight); a task with another weight gets its own copy under ``variants/alpha-<a>/``, which
+    `LLMEmbedder` loads for that task alone. A task whose instructions are off has empty prompts
+    saved, so ``instructions="auto"`` leaves it without. ``llm_embedder.json`` records it all.
+
+    Returns:
+        The settings written to ``llm_embedder.json``.
+    """
+    output = Path(output)
+    counts = Counter(c.alpha for c in selection.tasks.values())
+    main = max(counts, key=lambda a: (counts[a], a)) if counts else 1.0
+    prompts = dict(model.prompts or {})
+    for task, choice in selection.tasks.items():
+        if not choice.instructions:
+            prompts[prompt_name(task, "query")] = ""
+            prompts[prompt_name(task, "key")] = ""
+    tasks: dict[str, Any] = {}
+    saved = model.prompts
+    try:
+        model.prompts = prompts
+        for alpha in sorted(counts, key=lambda a: a != main):
+            folder = output if alpha == main else output / _variant_dir(alpha)
+            model.load_state_dict(interpolate(base_state, tuned_state, alpha))
+            model.save(str(folder))
+        for task, choice in selection.tasks.items():
+            tasks[task] = {
+                "alpha": choice.alpha,
+                "instructions": choice.instructions,
+                "model": "." if choice.alpha == main else _variant_dir(choice.alpha),
+                f"dev_{DEV_METRIC}": choice.dev,
+                f"base_dev_{DEV_METRIC}": choice.base_dev,
+                f"tuned_dev_{DEV_METRIC}": choice.tuned_dev,
+            }
+    finally:
+        model.prompts = saved
+        model.load_state_dict(dict(tuned_state))
+    settings = {"base_model": base_model, "default_alpha": main, "tasks": tasks}
+    (output / TASK_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    return settings
+
+
+def _warn_regressions(selection: Selection) -> None:
+    regressed = selection.regressed()
+    if not regressed:
+        return
+    lines = [
+        f"  {t}: fine-tuned {selection.tasks[t].tuned_dev:.4f} < base "
+        f"{selection.tasks[t].base_dev:.4f} -> saved with alpha {selection.tasks[t].alpha:.2f}, "
+        f"instructions {'on' if selection.tasks[t].instructions else 'off'}"
+        for t in regressed
+    ]
+    logger.warning(
+        "\n%s\nFINE-TUNING DID NOT BEAT THE BASE MODEL on the dev split (%s) for: %s\n%s\n"
+        "The saved model falls back towards the base for these tasks; more or better training "
+        "data, a lower learning rate or a stronger teacher may help.\n%s",
+        "=" * 78,
+        DEV_METRIC,
+        ", ".join(regressed),
+        "\n".join(lines),
+        "=" * 78,
+    )
 
 
 def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` with LLM-Embedder's recipe and save it to ``config.output``.
+
+    With a dev split (``config.dev_fraction > 0``) the dev score is logged every
+    ``config.eval_steps`` steps and the best step's weights are kept; with ``interpolate`` the
+    saved model holds, per task, the interpolation weight and instruction switch chosen on the
+    dev split (`select_per_task`, `save_selected`). A run whose fine-tuned weights score below
+    the base model on the dev split says so in a warning and in the summary
+    (``llm_embedder_training.json``).
 
     Args:
         config: The run's settings.
@@ -1057,13 +1362,51 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
-    trainer.save_model(config.output)
+    callback: DevCallback | None = trainer.dev_callback
+    selection: Selection | None = None
+    model = trainer.model
+    if callback is not None and callback.best_state is not None:
+        tuned = callback.best_state
+        logger.info(
+            "best dev %s %.4f at step %d", DEV_METRIC, callback.best_score, callback.best_step
+        )
+    else:
+        tuned = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    select_started = time.perf_counter()
+    if trainer.is_world_process_zero():
+        if callback is not None and config.interpolate:
+            selection = select_per_task(
+                model, trainer.base_state, tuned, callback.datasets, alphas=config.alphas
+            )
+            _warn_regressions(selection)
+            save_selected(
+                model,
+                config.output,
+                trainer.base_state,
+                tuned,
+                selection,
+                base_model=config.model,
+            )
+        else:
+            model.load_state_dict(tuned)
+            model.save(config.output)
+    select_seconds = time.perf_counter() - select_started
+    summary = {
+        "config": config.to_dict(),
+        "examples": counts,
+        "dev_queries": dict(sorted(Counter(r.task for r in trainer.dev_records).items())),
+        "distillation": trainer.distillation,
+        "teacher_quality": {t: vars(q) for t, q in trainer.teacher_quality.items()},
+        "dev_curve": callback.curve if callback else [],
+        "best_step": callback.best_step if callback else None,
+        "selection": selection.to_dict() if selection else None,
+        "regressed_tasks": selection.regressed() if selection else [],
+        "train_seconds": seconds,
+        "selection_seconds": select_seconds,
+    }
     if trainer.is_world_process_zero():
         settings = Path(config.output) / "llm_embedder_training.json"
-        settings.write_text(
-            json.dumps({"config": config.to_dict(), "examples": counts}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+        settings.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     metrics = output.metrics
     return TrainResult(
         output=Path(config.output),
@@ -1074,4 +1417,5 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
         samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
         examples=counts,
         log_history=list(trainer.state.log_history),
+        summary=summary,
     )

@@ -1,0 +1,437 @@
+"""Model selection for fine-tuning: dev split, dev curve, weight interpolation, teacher checks.
+
+A fine-tuned embedder can come out worse than the model it started from: too little data, a weak
+teacher, or an instruction that costs a small model more than it brings. The trainer guards
+against it with what this module provides:
+
+* `split_dev` carves a dev split out of the training records, whole groups at a time (a page, a
+  dialogue, an API, a book: the records' ``group`` field), seeded.
+* `dev_datasets` turns the dev records into one small retrieval set per task (their positives and
+  hard negatives pooled into a corpus), and `dev_scores` ranks it with the package's metrics
+  (MRR@10).
+* `DevCallback` scores the dev split during training, logs the dev curve and keeps the weights of
+  the best step.
+* `select_per_task` interpolates between the base and the fine-tuned weights (WiSE-FT, Wortsman et
+  al. 2022: ``theta = (1 - a) * base + a * tuned``) and chooses, per task, the weight ``a`` and
+  whether the task's instructions are applied, on the dev split. ``a = 0`` without instructions is
+  the base model itself, so the choice is never worse than the base on the dev split.
+* `teacher_quality` measures how often the LLM teacher, and the student, rank a record's gold
+  positive first: distillation is only worth it where the teacher is the better of the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from ..evaluation.datasets import RetrievalDataset
+from ..evaluation.metrics import evaluate_rankings
+from ..instructions import get_instruction
+from .data import TrainingRecord
+
+__all__ = [
+    "DEV_METRIC",
+    "DevCallback",
+    "Selection",
+    "TaskChoice",
+    "TeacherQuality",
+    "dev_datasets",
+    "dev_scores",
+    "interpolate",
+    "select_per_task",
+    "split_dev",
+    "st_encoder",
+    "teacher_quality",
+]
+
+logger = logging.getLogger(__name__)
+
+DEV_METRIC = "mrr@10"
+"""The metric that selects checkpoints, interpolation weights and instructions."""
+
+
+def _group(record: TrainingRecord) -> str:
+    """The unit a dev split keeps whole: the record's ``group``, else its first positive."""
+    group = record.extra.get("group")
+    if group is not None:
+        return str(group)
+    if record.pos_ids:
+        return str(record.pos_ids[0])
+    return record.pos[0] if record.pos else record.query
+
+
+def split_dev(
+    records: Sequence[TrainingRecord],
+    *,
+    fraction: float = 0.1,
+    max_queries: int | None = 100,
+    seed: int = 42,
+) -> tuple[list[TrainingRecord], list[TrainingRecord]]:
+    """Split ``records`` into training and dev records, per task, whole groups at a time.
+
+    Groups are shuffled with ``seed`` and moved to the dev side while its share of the task's
+    records stays within ``fraction`` (and ``max_queries``). A task with fewer than two groups,
+    or whose smallest group is over the budget, keeps all its records for training. Chat records
+    made of a ``history`` (no pooled corpus is possible) stay in training too.
+
+    Returns:
+        ``(train, dev)``, each in the input order.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"`fraction` must be a number > 0 and < 1, got {fraction!r}")
+    if max_queries is not None and (
+        isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1
+    ):
+        raise ValueError(f"`max_queries` must be a positive int or None, got {max_queries!r}")
+    by_task: dict[str, dict[str, list[int]]] = {}
+    for i, record in enumerate(records):
+        if record.history is None:
+            by_task.setdefault(record.task, {}).setdefault(_group(record), []).append(i)
+    dev: set[int] = set()
+    for task, groups in by_task.items():
+        total = sum(len(v) for v in groups.values())
+        budget = fraction * total
+        if max_queries is not None:
+            budget = min(budget, max_queries)
+        order = sorted(groups)
+        random.Random(f"{seed}\x00{task}").shuffle(order)
+        taken = 0
+        for group in order[:-1]:  # the last group always stays in training
+            if taken + len(groups[group]) <= budget:
+                dev.update(groups[group])
+                taken += len(groups[group])
+        if not taken:
+            logger.info(
+                "%s: no dev split (too few groups for a %.0f%% share)", task, 100 * fraction
+            )
+    train = [r for i, r in enumerate(records) if i not in dev]
+    held = [r for i, r in enumerate(records) if i in dev]
+    return train, held
+
+
+def _key_id(record: TrainingRecord, index: int) -> str:
+    ids = [*(record.pos_ids or []), *(record.neg_ids or [])]
+    if record.pos_ids is not None and record.neg_ids is not None:
+        return str(ids[index])
+    return "text:" + record.keys[index]
+
+
+def dev_datasets(records: Sequence[TrainingRecord]) -> dict[str, RetrievalDataset]:
+    """One retrieval set per task: the dev queries against all their keys pooled.
+
+    A query's relevant documents are its positives and its ``relevant_ids``; every other pooled
+    key (its own hard negatives and the other queries' keys) competes with them.
+    """
+    corpora: dict[str, dict[str, str]] = {}
+    queries: dict[str, dict[str, str]] = {}
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
+    for n, record in enumerate(records):
+        if record.history is not None:
+            continue
+        task = record.task
+        corpus = corpora.setdefault(task, {})
+        for i, text in enumerate(record.keys):
+            corpus.setdefault(_key_id(record, i), text)
+        qid = f"dev-{n}"
+        queries.setdefault(task, {})[qid] = record.query
+        relevant = {_key_id(record, i) for i in range(len(record.pos))}
+        relevant |= {str(r) for r in record.extra.get("relevant_ids", []) if str(r) in corpus}
+        qrels.setdefault(task, {})[qid] = dict.fromkeys(sorted(relevant), 1)
+    return {
+        task: RetrievalDataset(
+            f"dev-{task}", task, corpora[task], queries[task], qrels[task], split="test"
+        )
+        for task in sorted(queries)
+    }
+
+
+Encode = Callable[[list[str], str, str], np.ndarray]
+"""``encode(texts, task, side)`` -> L2-normalised rows; ``side`` is ``"query"`` or ``"key"``."""
+
+
+def st_encoder(model: Any, instructions: bool | Mapping[str, bool], batch_size: int = 64) -> Encode:
+    """An `Encode` of a sentence-transformers model, with or without each task's instructions.
+
+    The model's own pooling applies (a mean-pooled model trained here leaves the instruction out
+    of the mean, as at inference).
+    """
+
+    def encode(texts: list[str], task: str, side: str) -> np.ndarray:
+        on = instructions if isinstance(instructions, bool) else instructions.get(task, False)
+        pair = get_instruction(task)
+        prompt = (pair.query if side == "query" else pair.key) if on else None
+        vectors = model.encode(
+            texts,
+            prompt=prompt,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    return encode
+
+
+def dev_scores(
+    encode: Encode, datasets: Mapping[str, RetrievalDataset], *, k: int = 10
+) -> dict[str, float]:
+    """`DEV_METRIC` of each task's dev set, exact search over its pooled corpus."""
+    out = {}
+    for task, ds in datasets.items():
+        qids, docs = list(ds.queries), list(ds.corpus)
+        q = encode([ds.queries[i] for i in qids], task, "query")
+        d = encode([ds.corpus[i] for i in docs], task, "key")
+        scores = q @ d.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        run = {qid: [docs[j] for j in top[r]] for r, qid in enumerate(qids)}
+        out[task] = evaluate_rankings(run, ds.qrels, ks=(k,))[DEV_METRIC]
+    return out
+
+
+def _mean(scores: Mapping[str, float]) -> float:
+    return float(np.mean(list(scores.values()))) if scores else 0.0
+
+
+class DevCallback(TrainerCallback):
+    """Scores the dev split every ``eval_steps`` steps and keeps the best step's weights.
+
+    The scores go to the trainer's log history (``dev_mrr@10`` and ``dev_mrr@10/<task>``) and to
+    `curve`; the best step is the one with the highest mean over tasks (ties: the earlier step).
+
+    Args:
+        datasets: The dev sets of `dev_datasets`.
+        eval_steps: Score every this many optimizer steps (and after the last one).
+        batch_size: Texts per forward pass when encoding.
+    """
+
+    def __init__(
+        self, datasets: Mapping[str, RetrievalDataset], eval_steps: int, batch_size: int = 64
+    ) -> None:
+        self.datasets = dict(datasets)
+        self.eval_steps = eval_steps
+        self.batch_size = batch_size
+        self.curve: list[dict[str, Any]] = []
+        self.best_step: int | None = None
+        self.best_score = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def _score(self, model: Any, state: Any) -> None:
+        if any(entry["step"] == state.global_step for entry in self.curve):
+            return
+        was_training = model.training
+        with torch.no_grad():
+            scores = dev_scores(st_encoder(model, True, self.batch_size), self.datasets)
+        model.train(was_training)
+        mean = _mean(scores)
+        entry = {"step": state.global_step, f"dev_{DEV_METRIC}": mean}
+        entry.update({f"dev_{DEV_METRIC}/{t}": s for t, s in scores.items()})
+        self.curve.append(entry)
+        state.log_history.append(dict(entry))
+        logger.info("dev %s at step %d: %.4f %s", DEV_METRIC, state.global_step, mean, scores)
+        if mean > self.best_score:
+            self.best_score, self.best_step = mean, state.global_step
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
+
+    def on_step_end(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+    ) -> None:
+        """Score at every ``eval_steps``-th step."""
+        if model is not None and self.datasets and state.global_step % self.eval_steps == 0:
+            self._score(model, state)
+
+    def on_train_end(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+    ) -> None:
+        """Score the final weights too."""
+        if model is not None and self.datasets:
+            self._score(model, state)
+
+
+def interpolate(
+    base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """``(1 - alpha) * base + alpha * tuned`` for every floating tensor (others from ``tuned``).
+
+    Raises:
+        ValueError: If the two state dicts do not hold the same tensors, or ``alpha`` is not in
+            [0, 1].
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
+    if set(base) != set(tuned):
+        missing = sorted(set(base) ^ set(tuned))[:5]
+        raise ValueError(f"the base and tuned weights differ in their tensors, e.g. {missing}")
+    out = {}
+    for name, value in tuned.items():
+        if value.is_floating_point():
+            out[name] = torch.lerp(base[name].to(value.dtype), value, float(alpha))
+        else:
+            out[name] = value.clone()
+    return out
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """What `select_per_task` chose for one task, with the dev scores behind the choice.
+
+    Attributes:
+        alpha: Interpolation weight of the fine-tuned weights (0: the base model).
+        instructions: Whether the task's instructions are applied.
+        dev: Dev `DEV_METRIC` of the choice.
+        base_dev: Dev score of the base model without instructions.
+        tuned_dev: Dev score of the fine-tuned model (``alpha = 1``) with instructions.
+    """
+
+    alpha: float
+    instructions: bool
+    dev: float
+    base_dev: float
+    tuned_dev: float
+
+
+@dataclass
+class Selection:
+    """The per-task choices and the full grid of dev scores they were chosen from.
+
+    Attributes:
+        tasks: Task -> its choice.
+        grid: ``{alpha: {"instructions" | "plain": {task: score}}}``.
+    """
+
+    tasks: dict[str, TaskChoice] = field(default_factory=dict)
+    grid: dict[float, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def regressed(self) -> list[str]:
+        """Tasks whose fine-tuned model (``alpha = 1``) is below the base on the dev split."""
+        return [t for t, c in self.tasks.items() if c.tuned_dev < c.base_dev]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the run summary."""
+        return {
+            "metric": DEV_METRIC,
+            "tasks": {t: vars(c) for t, c in self.tasks.items()},
+            "grid": {f"{a:.2f}": v for a, v in self.grid.items()},
+        }
+
+
+def select_per_task(
+    model: Any,
+    base_state: Mapping[str, torch.Tensor],
+    tuned_state: Mapping[str, torch.Tensor],
+    datasets: Mapping[str, RetrievalDataset],
+    *,
+    alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    batch_size: int = 64,
+) -> Selection:
+    """Choose, per task, the interpolation weight and the instruction switch on the dev split.
+
+    Every ``alpha`` of ``alphas`` (0 is always added) is scored with and without instructions;
+    each task takes its best pair, ties going to the smaller ``alpha`` and then to no
+    instructions, so a task that gains nothing keeps the base model unchanged. ``model`` is the
+    sentence-transformers model to load the weights into; it holds ``tuned_state`` on return.
+    """
+    grid_alphas = sorted({0.0, *(float(a) for a in alphas)})
+    for a in grid_alphas:
+        if not 0 <= a <= 1:
+            raise ValueError(f"every interpolation weight must be in [0, 1], got {a}")
+    selection = Selection()
+    was_training = model.training
+    model.eval()
+    try:
+        for alpha in grid_alphas:
+            model.load_state_dict(interpolate(base_state, tuned_state, alpha))
+            with torch.no_grad():
+                selection.grid[alpha] = {
+                    "instructions": dev_scores(st_encoder(model, True, batch_size), datasets),
+                    "plain": dev_scores(st_encoder(model, False, batch_size), datasets),
+                }
+            logger.info("dev %s at alpha %.2f: %s", DEV_METRIC, alpha, selection.grid[alpha])
+    finally:
+        model.load_state_dict(dict(tuned_state))
+        model.train(was_training)
+    top = grid_alphas[-1]
+    for task in datasets:
+        options = [
+            (selection.grid[a][mode][task], -a, mode == "plain", a, mode == "instructions")
+            for a in grid_alphas
+            for mode in ("plain", "instructions")
+        ]
+        best = max(options)
+        selection.tasks[task] = TaskChoice(
+            alpha=best[3],
+            instructions=best[4],
+            dev=best[0],
+            base_dev=selection.grid[0.0]["plain"][task],
+            tuned_dev=selection.grid[top]["instructions"][task],
+        )
+    return selection
+
+
+@dataclass(frozen=True)
+class TeacherQuality:
+    """How often the teacher and the student rank a record's gold positive first.
+
+    Attributes:
+        records: Records measured (those with teacher scores and a gold positive).
+        teacher: Share where the teacher's best-scored key is a positive.
+        student: Share where the student's most similar key is a positive.
+    """
+
+    records: int
+    teacher: float
+    student: float
+
+    @property
+    def teacher_wins(self) -> bool:
+        """The teacher picks the gold positive more often than the student."""
+        return self.records > 0 and self.teacher > self.student
+
+
+def teacher_quality(
+    records: Sequence[TrainingRecord],
+    encode: Encode,
+    *,
+    max_records: int | None = 200,
+    seed: int = 42,
+) -> dict[str, TeacherQuality]:
+    """Per task, the teacher's and the student's top-1 accuracy on the records' own candidates.
+
+    Only records with ``teacher_scores``, at least one positive and one negative count (a
+    long-range LM record labelled by the teacher alone has no gold to check against). A seeded
+    sample of at most ``max_records`` per task is measured.
+    """
+    by_task: dict[str, list[TrainingRecord]] = {}
+    for record in records:
+        if (
+            record.teacher_scores is not None
+            and record.pos
+            and record.neg
+            and record.history is None
+        ):
+            by_task.setdefault(record.task, []).append(record)
+    out = {}
+    for task, items in sorted(by_task.items()):
+        if max_records is not None and len(items) > max_records:
+            items = random.Random(f"{seed}\x00{task}").sample(items, max_records)
+        queries = encode([r.query for r in items], task, "query")
+        keys = encode([k for r in items for k in r.keys], task, "key")
+        teacher_hits = student_hits = 0
+        start = 0
+        for row, record in enumerate(items):
+            own = keys[start : start + len(record.keys)]
+            start += len(record.keys)
+            n_pos = len(record.pos)
+            teacher_hits += int(np.argmax(record.teacher_scores or [])) < n_pos
+            student_hits += int(np.argmax(own @ queries[row])) < n_pos
+        out[task] = TeacherQuality(len(items), teacher_hits / len(items), student_hits / len(items))
+    return out

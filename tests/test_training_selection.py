@@ -1,0 +1,233 @@
+"""Model selection: dev split, dev scores, interpolation, teacher checks, a selecting run.
+
+The run trains too hard on purpose, selects per task, and saves a model that the encoder
+loads per task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
+from llm_embedder_integrations.evaluation.datasets import load_dataset
+from llm_embedder_integrations.evaluation.metrics import evaluate_rankings
+from llm_embedder_integrations.training import TrainConfig, train
+from llm_embedder_integrations.training.data import TrainingRecord, mine_records
+from llm_embedder_integrations.training.selection import (
+    dev_datasets,
+    dev_scores,
+    interpolate,
+    split_dev,
+    teacher_quality,
+)
+from llm_embedder_integrations.training.train import _load_model, distillation_plan
+
+
+def record(query: str, group: str, task: str = "qa", n: int = 0, **extra) -> TrainingRecord:
+    return TrainingRecord(
+        query=query,
+        task=task,
+        pos=[f"positive of {query}"],
+        neg=[f"negative {i} of {query}" for i in range(2)],
+        pos_ids=[f"{query}-p"],
+        neg_ids=[f"{query}-n{i}" for i in range(2)],
+        extra={"group": group, **extra},
+    )
+
+
+def test_dev_split_keeps_groups_whole_within_the_share_and_is_seeded():
+    records = [record(f"q{i}", f"g{i // 3}") for i in range(30)]  # 10 groups of 3
+    train_part, dev = split_dev(records, fraction=0.2, seed=1)
+    assert len(dev) == 6 and len(train_part) == 24
+    dev_groups = {r.extra["group"] for r in dev}
+    assert not dev_groups & {r.extra["group"] for r in train_part}
+    assert split_dev(records, fraction=0.2, seed=1)[1] == dev
+    assert split_dev(records, fraction=0.2, seed=2)[1] != dev
+    assert len(split_dev(records, fraction=0.4, max_queries=4)[1]) == 3  # capped, whole groups
+
+
+def test_dev_split_leaves_a_task_with_one_group_in_training():
+    records = [record(f"q{i}", "only") for i in range(10)]
+    assert split_dev(records, fraction=0.3) == (records, [])
+    with pytest.raises(ValueError, match="`fraction` must be a number > 0 and < 1, got 1.5"):
+        split_dev(records, fraction=1.5)
+
+
+def lookup_encoder(vectors: dict[str, list[float]]):
+    """A fixed text -> vector table: a plumbing test of the ranking, not of a model."""
+
+    def encode(texts, task, side):
+        rows = np.array([vectors[t] for t in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    return encode
+
+
+def test_dev_scores_rank_each_query_against_every_pooled_key():
+    records = [record("a", "g1"), record("b", "g2", relevant_ids=["a-p"])]
+    (ds,) = dev_datasets(records).values()
+    assert len(ds.corpus) == 6 and ds.qrels["dev-1"] == {"a-p": 1, "b-p": 1}
+    vectors = {t: [1.0, float(i)] for i, t in enumerate(ds.corpus.values())}
+    vectors.update({"a": [0.0, 1.0], "b": [1.0, 0.0]})
+    scores = dev_scores(lookup_encoder(vectors), {"qa": ds})
+    q = np.array([[0.0, 1.0], [1.0, 0.0]])
+    keys = np.array([vectors[t] for t in ds.corpus.values()])
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    ids = list(ds.corpus)
+    run = {
+        qid: [ids[j] for j in np.argsort(-(keys @ q[r]), kind="stable")]
+        for r, qid in enumerate(ds.queries)
+    }
+    assert scores["qa"] == pytest.approx(evaluate_rankings(run, ds.qrels, ks=(10,))["mrr@10"])
+
+
+def test_interpolation_is_the_weighted_mean_of_floats_and_checks_its_inputs():
+    base = {"w": torch.zeros(3), "step": torch.tensor([7])}
+    tuned = {"w": torch.tensor([2.0, 4.0, 6.0]), "step": torch.tensor([9])}
+    mixed = interpolate(base, tuned, 0.25)
+    assert mixed["w"].tolist() == [0.5, 1.0, 1.5] and mixed["step"].tolist() == [9]
+    assert interpolate(base, tuned, 0)["w"].tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="`alpha` must be a number in \\[0, 1\\], got 2"):
+        interpolate(base, tuned, 2)
+    with pytest.raises(ValueError, match="differ in their tensors"):
+        interpolate({"v": torch.zeros(1)}, tuned, 0.5)
+
+
+def test_teacher_quality_counts_top1_hits_of_teacher_and_student():
+    good = TrainingRecord(
+        query="q1", task="qa", pos=["p1"], neg=["n1"], teacher_scores=[-1.0, -3.0]
+    )
+    bad = TrainingRecord(query="q2", task="qa", pos=["p2"], neg=["n2"], teacher_scores=[-3.0, -1.0])
+    vectors = {"q1": [1, 0], "p1": [1, 0], "n1": [0, 1], "q2": [1, 0], "p2": [1, 0], "n2": [0, 1]}
+    quality = teacher_quality([good, bad], lookup_encoder(vectors))["qa"]
+    assert (quality.records, quality.teacher, quality.student) == (2, 0.5, 1.0)
+    assert not quality.teacher_wins
+
+
+def test_distillation_falls_back_to_contrastive_where_the_teacher_is_no_better(caplog):
+    model = _load_model(TrainConfig(model=SHIPPED_MODEL), "cpu")
+    texts = [
+        (
+            "who wrote Hamlet?",
+            "Hamlet is a tragedy by William Shakespeare.",
+            "Bread is baked from flour and water.",
+        )
+    ] * 3
+    worse = [  # the teacher prefers the wrong key; the base model gets it right
+        TrainingRecord(query=q, task="qa", pos=[p], neg=[n], teacher_scores=[-5.0, -1.0])
+        for q, p, n in texts
+    ]
+    better = [dataclasses_replace(r, task="icl", teacher_scores=[-1.0, -5.0]) for r in worse]
+    unscored = [TrainingRecord(query="q", task="chat", pos=["a"], neg=["b"])]
+    with caplog.at_level(logging.INFO):
+        plan, quality = distillation_plan(
+            TrainConfig(model=SHIPPED_MODEL), [*worse, *better, *unscored], model
+        )
+    assert plan == {"qa": False, "icl": False, "chat": False}
+    assert quality["qa"].teacher == 0.0 and quality["qa"].student == 1.0
+    assert "contrastive loss (the teacher is no better)" in caplog.text
+    assert "1 of 1 records have no teacher scores" in caplog.text
+    assert distillation_plan(TrainConfig(distillation=True), worse, model)[0] == {"qa": True}
+
+
+def dataclasses_replace(r: TrainingRecord, **changes) -> TrainingRecord:
+    import dataclasses
+
+    return dataclasses.replace(r, **changes)
+
+
+# A whole run -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def selected_run(tmp_path_factory, encoder, data_path):
+    """A short run whose learning rate is far too high: fine-tuning must hurt, and the
+    selection must then fall back to the base model on the dev split."""
+    records = []
+    for name in ("xquad", "gorilla_torchhub"):
+        ds = load_dataset(name, "train", data_path=data_path)
+        found, _ = mine_records(ds, encoder, negatives=3, max_queries=120)
+        records += found  # grouped by their positive: a paragraph, an API doc
+    folder = tmp_path_factory.mktemp("selected")
+    config = TrainConfig(
+        output=str(folder / "model"),
+        model=SHIPPED_MODEL,
+        batch_size=8,
+        group_size=4,
+        max_length=48,
+        lr=3e-3,
+        warmup_ratio=0.0,
+        max_steps=6,
+        eval_steps=3,
+        save_steps=100,
+        dev_fraction=0.25,
+        dev_max_queries=24,
+        alphas=(0.5, 1.0),
+        device="cpu",
+        show_progress=False,
+    )
+    return config, train(config, records)
+
+
+def test_run_logs_a_dev_curve_and_keeps_the_best_step(selected_run):
+    _, result = selected_run
+    curve = result.summary["dev_curve"]
+    assert [entry["step"] for entry in curve] == [3, 6]
+    best = max(curve, key=lambda e: e["dev_mrr@10"])
+    assert result.summary["best_step"] == best["step"]
+    dev = result.summary["dev_queries"]
+    assert set(dev) == {"qa", "tool"} and all(0 < n <= 24 for n in dev.values())
+    assert any("dev_mrr@10" in entry for entry in result.log_history)
+
+
+def test_a_run_worse_than_its_base_says_so_and_saves_the_base_for_that_task(selected_run, caplog):
+    config, result = selected_run
+    summary = json.loads((result.output / "llm_embedder_training.json").read_text())
+    assert summary["regressed_tasks"] == result.summary["regressed_tasks"]
+    tasks = summary["selection"]["tasks"]
+    for task in summary["regressed_tasks"]:
+        assert tasks[task]["tuned_dev"] < tasks[task]["base_dev"]
+    for choice in tasks.values():  # never below the base on the dev split
+        assert choice["dev"] >= choice["base_dev"]
+    assert summary["regressed_tasks"], "lr 3e-3 for 6 steps should have hurt a task"
+
+
+def test_the_saved_model_applies_each_tasks_choice_when_loaded(selected_run):
+    config, result = selected_run
+    settings = json.loads((result.output / "llm_embedder.json").read_text())
+    loaded = LLMEmbedder(str(result.output), backend="torch", precision="fp32", device="cpu")
+    base = LLMEmbedder(SHIPPED_MODEL, backend="torch", precision="fp32", device="cpu")
+    text = ["how do I load a pretrained image classifier?"]
+    for task, entry in settings["tasks"].items():
+        assert (loaded.instruction(task, "query") != "") == entry["instructions"]
+        if entry["alpha"] == 0.0 and not entry["instructions"]:
+            np.testing.assert_allclose(
+                loaded.encode_queries(text, task), base.encode(text), atol=1e-5
+            )
+        folder = result.output / entry["model"]
+        assert (folder / "model.safetensors").is_file()
+
+
+def test_config_names_an_unknown_source():
+    with pytest.raises(ValueError, match=r"unknown source\(s\) \['squad'\] in `sources`"):
+        TrainConfig(sources=("nq_qed", "squad"))
+
+
+def test_sources_are_converted_with_mined_negatives_and_capped(data_path):
+    from llm_embedder_integrations.training.train import source_records
+
+    config = TrainConfig(
+        sources=("sni",),
+        source_queries=5,
+        group_size=3,
+        data_path=str(data_path),
+        model=SHIPPED_MODEL,
+    )
+    records = source_records(config)
+    assert len(records) == 5 and {r.task for r in records} == {"icl"}
+    assert all(len(r.neg) == 2 and len(r.pos) == 1 for r in records)
