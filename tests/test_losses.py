@@ -14,6 +14,7 @@ from llm_embedder_integrations.training.losses import (
     ContrastiveLoss,
     KLDistillationLoss,
     LLMEmbedderLoss,
+    MultiTaskLoss,
     StabilizedDistillationLoss,
     TaskLossConfig,
     contrastive_loss,
@@ -331,6 +332,63 @@ def test_distillation_without_teacher_scores_says_how_to_get_them(columns):
         LLMEmbedderLoss(st, "poetry")
 
 
+# Multi-task loss ----------------------------------------------------------------------------------
+
+
+def random_columns(n: int, group: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 16, generator=g) for _ in range(group + 1)]
+
+
+def test_multitask_loss_on_one_task_equals_llm_embedder_loss():
+    columns = random_columns(4, 3)
+    labels = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    relevant = [{"k0"}, {"k3", "k0"}, {"k6"}, {"k9"}]
+    ids = [f"k{i}" for i in range(12)]
+    mask = in_batch_false_negatives(relevant, ids, group_size=3)
+    ours = MultiTaskLoss(torch.nn.Identity(), {"qa": TASK_LOSS["qa"]})
+    value = ours.compute_loss_from_embeddings(
+        columns,
+        labels,
+        tasks=["qa"] * 4,
+        key_ids=[ids[i * 3 : i * 3 + 3] for i in range(4)],
+        relevant_ids=[sorted(r) for r in relevant],
+    )
+    reference = LLMEmbedderLoss(torch.nn.Identity(), "qa").compute_loss_from_embeddings(
+        columns, labels, mask
+    )
+    assert mask.any()
+    torch.testing.assert_close(value, reference)
+
+
+def test_mixed_batch_loss_is_the_query_weighted_mean_over_task_blocks():
+    columns = random_columns(5, 2, seed=3)
+    labels = torch.randn(5, 2, generator=torch.Generator().manual_seed(4))
+    loss = MultiTaskLoss(torch.nn.Identity(), {"qa": TASK_LOSS["qa"], "tool": TASK_LOSS["tool"]})
+    value = loss.compute_loss_from_embeddings(columns, labels, tasks=["qa"] * 2 + ["tool"] * 3)
+    query = torch.nn.functional.normalize(columns[0], dim=-1)
+    keys = torch.nn.functional.normalize(torch.stack(columns[1:], dim=1), dim=-1).reshape(10, -1)
+    # Every key of the batch is an in-batch negative of both blocks; offsets place the targets.
+    qa = stabilized_distillation_loss(query[:2], keys, labels[:2], query_offset=0)
+    tool = contrastive_loss(query[2:], keys, group_size=2, query_offset=2)
+    torch.testing.assert_close(value, (2 * qa + 3 * tool) / 5)
+
+
+def test_multitask_loss_with_one_task_needs_no_task_column():
+    columns = random_columns(4, 3, seed=5)
+    labels = torch.randn(4, 3, generator=torch.Generator().manual_seed(6))
+    one = MultiTaskLoss(torch.nn.Identity(), {"icl": TASK_LOSS["icl"]})
+    torch.testing.assert_close(
+        one.compute_loss_from_embeddings(columns, labels),
+        one.compute_loss_from_embeddings(columns, labels, tasks=["icl"] * 4),
+    )
+    two = MultiTaskLoss(torch.nn.Identity(), {"qa": TASK_LOSS["qa"], "tool": TASK_LOSS["tool"]})
+    with pytest.raises(ValueError, match="`tasks` must give the task of each query.*qa, tool"):
+        two.compute_loss_from_embeddings(columns, labels)
+    with pytest.raises(ValueError, match="3 tasks given for 4 queries"):
+        two.compute_loss_from_embeddings(columns, labels, tasks=["qa"] * 3)
+
+
 # Distributed: 2 processes, gloo, CPU -------------------------------------------------------------
 
 
@@ -392,3 +450,75 @@ def test_gathered_keys_give_the_loss_and_gradients_of_one_big_batch(tmp_path):
 def test_gather_is_the_identity_without_distributed():
     t = torch.ones(2, 3)
     assert gather_with_grad(t) is t
+
+
+def _multitask_batch(world: int):
+    """Columns of ``2 * world`` queries with 3 keys each; some relevant keys sit in another
+    process's groups, so the false-negative mask crosses processes."""
+    gen = torch.Generator().manual_seed(11)
+    n, group = 2 * world, 3
+    columns = [torch.randn(n, D, generator=gen, dtype=torch.float64) for _ in range(group + 1)]
+    labels = torch.randn(n, group, generator=gen, dtype=torch.float64)
+    key_ids = [[f"d{j * group + i}" for i in range(group)] for j in range(n)]
+    key_ids[2][1] = "d0"  # query 2 (process 1) holds a copy of query 0's positive
+    relevant = [["d0"], ["d3"], ["d6"], ["d9", "d1"]]  # query 3 also finds query 0's d1
+    return columns, labels, key_ids, relevant
+
+
+def _multitask_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        columns, labels, key_ids, relevant = _multitask_batch(world)
+        rows = slice(2 * rank, 2 * rank + 2)
+        results = {}
+        for task in ("qa", "tool", "chat"):
+            local = [c[rows].clone().requires_grad_() for c in columns]
+            loss = MultiTaskLoss(torch.nn.Identity(), {task: TASK_LOSS[task]})
+            value = loss.compute_loss_from_embeddings(
+                local,
+                labels[rows],
+                tasks=[task] * 2,
+                key_ids=key_ids[rows],
+                relevant_ids=relevant[rows],
+            )
+            grads = torch.autograd.grad(value, local)
+            total = value.detach().clone()
+            dist.all_reduce(total)
+            results[task] = (total / world, grads)
+        torch.save(results, os.path.join(out_dir, f"multitask{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_multitask_loss_across_processes_equals_one_process_with_the_whole_batch(tmp_path):
+    """Keys, their ids and the false-negative mask are gathered; KL distillation gathers none."""
+    import torch.multiprocessing as mp
+
+    world = 2
+    mp.spawn(
+        _multitask_worker,
+        args=(world, str(tmp_path / "init"), str(tmp_path)),
+        nprocs=world,
+        join=True,
+    )
+    columns, labels, key_ids, relevant = _multitask_batch(world)
+    for task in ("qa", "tool", "chat"):
+        whole = [c.clone().requires_grad_() for c in columns]
+        loss = MultiTaskLoss(torch.nn.Identity(), {task: TASK_LOSS[task]})
+        value = loss.compute_loss_from_embeddings(
+            whole, labels, tasks=[task] * 4, key_ids=key_ids, relevant_ids=relevant
+        )
+        unmasked = loss.compute_loss_from_embeddings(whole, labels, tasks=[task] * 4)
+        if task == "chat":  # KL distillation reads each query's own keys: no mask
+            assert value.item() == unmasked.item()
+        else:
+            assert abs(value.item() - unmasked.item()) > 1e-3  # the mask matters here
+        full = torch.autograd.grad(value, whole)
+        for rank in range(world):
+            mean_loss, grads = torch.load(tmp_path / f"multitask{rank}.pt")[task]
+            assert mean_loss.item() == pytest.approx(value.item(), rel=1e-12)
+            # As for the pure losses: each process's gradient is world x that of the whole mean.
+            for got, reference in zip(grads, full, strict=True):
+                torch.testing.assert_close(got, world * reference[2 * rank : 2 * rank + 2])

@@ -15,17 +15,12 @@ from torch.utils.data import ConcatDataset, SequentialSampler
 from llm_embedder_integrations import SHIPPED_MODEL, TASKS, LLMEmbedder
 from llm_embedder_integrations.cli import _train_config, build_parser
 from llm_embedder_integrations.training import (
-    LLMEmbedderLoss,
     TrainingDataError,
     TrainingRecord,
     in_batch_false_negatives,
     read_jsonl,
 )
-from llm_embedder_integrations.training.losses import (
-    TASK_LOSS,
-    contrastive_loss,
-    stabilized_distillation_loss,
-)
+from llm_embedder_integrations.training.losses import TASK_LOSS
 from llm_embedder_integrations.training.train import (
     HomogeneousBatchSampler,
     MultiTaskLoss,
@@ -226,46 +221,27 @@ def test_with_two_processes_each_step_has_one_task_on_both():
     assert sorted(owner) == [0] * 6 + [1] * 10 + [2] * 4
 
 
-# Loss --------------------------------------------------------------------------------------------
+# Module layout -----------------------------------------------------------------------------------
 
 
-def random_columns(n: int, group: int, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 16, generator=g) for _ in range(group + 1)]
+def test_moved_names_stay_importable_from_the_trainer_module():
+    """The trainer's parts live in .data, .losses and .sampler; .train re-exports them."""
+    import importlib
 
+    from llm_embedder_integrations import training
+    from llm_embedder_integrations.training import data, losses, sampler
 
-def test_multitask_loss_on_one_task_equals_llm_embedder_loss():
-    columns = random_columns(4, 3)
-    labels = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
-    relevant = [{"k0"}, {"k3", "k0"}, {"k6"}, {"k9"}]
-    ids = [f"k{i}" for i in range(12)]
-    mask = in_batch_false_negatives(relevant, ids, group_size=3)
-    ours = MultiTaskLoss(torch.nn.Identity(), {"qa": TASK_LOSS["qa"]})
-    value = ours.compute_loss_from_embeddings(
-        columns,
-        labels,
-        tasks=["qa"] * 4,
-        key_ids=[ids[i * 3 : i * 3 + 3] for i in range(4)],
-        relevant_ids=[sorted(r) for r in relevant],
-    )
-    reference = LLMEmbedderLoss(torch.nn.Identity(), "qa").compute_loss_from_embeddings(
-        columns, labels, mask
-    )
-    assert mask.any()
-    torch.testing.assert_close(value, reference)
-
-
-def test_mixed_batch_loss_is_the_query_weighted_mean_over_task_blocks():
-    columns = random_columns(5, 2, seed=3)
-    labels = torch.randn(5, 2, generator=torch.Generator().manual_seed(4))
-    loss = MultiTaskLoss(torch.nn.Identity(), {"qa": TASK_LOSS["qa"], "tool": TASK_LOSS["tool"]})
-    value = loss.compute_loss_from_embeddings(columns, labels, tasks=["qa"] * 2 + ["tool"] * 3)
-    query = torch.nn.functional.normalize(columns[0], dim=-1)
-    keys = torch.nn.functional.normalize(torch.stack(columns[1:], dim=1), dim=-1).reshape(10, -1)
-    # Every key of the batch is an in-batch negative of both blocks; offsets place the targets.
-    qa = stabilized_distillation_loss(query[:2], keys, labels[:2], query_offset=0)
-    tool = contrastive_loss(query[2:], keys, group_size=2, query_offset=2)
-    torch.testing.assert_close(value, (2 * qa + 3 * tool) / 5)
+    train_module = importlib.import_module("llm_embedder_integrations.training.train")
+    homes = {
+        data: ("build_examples", "build_train_dataset", "effective_loss_config"),
+        losses: ("MultiTaskLoss",),
+        sampler: ("HomogeneousBatchSampler", "TaskDataCollator"),
+    }
+    for module, names in homes.items():
+        for name in names:
+            assert name in module.__all__ and name in train_module.__all__
+            assert getattr(train_module, name) is getattr(module, name)
+            assert getattr(training, name) is getattr(module, name)
 
 
 # A real training run -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Training LLM-Embedder: data format and sources, LLM reward, losses, trainer, model selection."""
+"""Training LLM-Embedder: data, LLM reward, losses, batches, trainer and model selection."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from .data import (
     MiningStats,
     TrainingDataError,
     TrainingRecord,
+    build_examples,
+    build_train_dataset,
     convert_dataset,
+    effective_loss_config,
     iter_jsonl,
     mine_records,
     read_jsonl,
@@ -18,6 +21,7 @@ from .losses import (
     ContrastiveLoss,
     KLDistillationLoss,
     LLMEmbedderLoss,
+    MultiTaskLoss,
     StabilizedDistillationLoss,
     TaskLossConfig,
     contrastive_loss,
@@ -28,6 +32,7 @@ from .losses import (
     task_loss,
 )
 from .reward import TEMPLATES, LLMReward, score_file
+from .sampler import HomogeneousBatchSampler, TaskDataCollator
 from .selection import (
     DevCallback,
     Selection,
@@ -40,17 +45,11 @@ from .selection import (
 )
 from .sources import TRAIN_SOURCES, load_training_source
 from .train import (
-    HomogeneousBatchSampler,
     LLMEmbedderTrainer,
-    MultiTaskLoss,
-    TaskDataCollator,
     TrainConfig,
     TrainResult,
-    build_examples,
-    build_train_dataset,
     build_trainer,
     distillation_plan,
-    effective_loss_config,
     save_selected,
     train,
 )

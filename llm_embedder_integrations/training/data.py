@@ -15,6 +15,11 @@ One line is one training query with its candidate keys, as in the paper's code
 Other fields (``pos_index``, ``neg_score``, ``context``, ``qid``...) are kept as they are.
 `convert_dataset` turns the train split of an evaluation dataset into this format, with hard
 negatives mined by a base encoder.
+
+Records become training examples (`build_examples`: one positive and ``group_size - 1``
+negatives each, with their teacher scores and the ids of the false-negative mask) and examples
+become the trainer's dataset (`build_train_dataset`: a ``DatasetDict`` keyed by task, with the
+instructions as per-task prompts).
 """
 
 from __future__ import annotations
@@ -23,23 +28,33 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..encoder import LLMEmbedder
 from ..evaluation.datasets import RetrievalDataset, load_dataset
-from ..instructions import TASKS
+from ..instructions import TASKS, get_instruction
 from ..lexical import BM25Index
+from .losses import TASK_LOSS, TaskLossConfig
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+    from .train import TrainConfig
 
 __all__ = [
     "MiningStats",
     "TrainingDataError",
     "TrainingRecord",
+    "build_examples",
+    "build_train_dataset",
     "convert_dataset",
+    "effective_loss_config",
     "iter_jsonl",
     "mine_records",
     "read_jsonl",
@@ -678,3 +693,210 @@ def convert_dataset(
         answered_only=answered_only,
     )
     return records
+
+
+# Examples ----------------------------------------------------------------------------------------
+
+
+def effective_loss_config(task: str, *, distillation: bool = True) -> TaskLossConfig:
+    """The loss settings `train` uses for ``task``.
+
+    `TASK_LOSS`'s row; without ``distillation``, its contrastive term alone. A task of your own
+    (`register_task`) trains contrastively.
+    """
+    config = TASK_LOSS.get(task)
+    if config is None:
+        get_instruction(task)  # unknown task: a clear error
+        logger.warning("task %r has no row in TASK_LOSS: trained with the contrastive loss", task)
+        config = TaskLossConfig("first", contrastive=True, distillation=None)
+    if not distillation and config.distillation is not None:
+        config = replace(config, contrastive=True, distillation=None)
+    return config
+
+
+def _key_ids(record: TrainingRecord) -> list[str]:
+    """Identity of each key (for the false-negative mask): the dataset ids, else the texts."""
+    if record.history is None and record.pos_ids is not None and record.neg_ids is not None:
+        return [*record.pos_ids, *record.neg_ids]
+    return record.keys
+
+
+def _relevant_ids(record: TrainingRecord) -> list[str]:
+    """The record's optional ``relevant_ids``: every document relevant to the query."""
+    value = record.extra.get("relevant_ids", [])
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise TrainingDataError(
+            f"must be a list of document ids, got {value!r:.80}", field="relevant_ids"
+        )
+    return [str(v) for v in value]
+
+
+def _example(
+    record: TrainingRecord, index: int, config: TaskLossConfig, group_size: int, seed: int
+) -> dict[str, Any] | None:
+    """One training example of ``group_size`` keys, or None when the record has no negative."""
+    rng = random.Random(f"{seed}\x00{record.task}\x00{index}\x00{record.query}")
+    keys, ids, scores = record.keys, _key_ids(record), record.teacher_scores
+    n_pos = 0 if record.history is not None else len(record.pos)
+    if scores is not None and (config.positive == "teacher" or n_pos == 0):
+        positive = max(range(len(keys)), key=lambda i: (scores[i], -i))
+        candidates = [i for i in range(len(keys)) if i != positive]
+    elif n_pos == 0:
+        raise TrainingDataError(
+            f"a {record.task} record needs `pos` or `teacher_scores` to pick its positive",
+            field="pos",
+        )
+    else:
+        positive = rng.randrange(n_pos) if config.positive == "random" else 0
+        candidates = list(range(n_pos, len(keys)))
+    if not candidates:
+        return None
+    need = group_size - 1
+    if len(candidates) >= need:
+        chosen = rng.sample(candidates, need)
+    else:
+        chosen = candidates + rng.choices(candidates, k=need - len(candidates))
+    order = [positive, *chosen]
+    relevant = {*_relevant_ids(record), *ids[:n_pos], ids[positive]}
+    example: dict[str, Any] = {"query": record.query}
+    for i, k in enumerate(order):
+        example[f"key_{i}"] = keys[k]
+    example["label"] = (
+        [float(scores[k]) for k in order] if scores is not None else [0.0] * len(order)
+    )
+    example["task"] = record.task
+    namespace = f"{record.task}\x00"
+    example["key_ids"] = [namespace + str(ids[k]) for k in order]
+    example["relevant_ids"] = sorted(namespace + str(r) for r in relevant)
+    return example
+
+
+def _select(
+    records: list[TrainingRecord], config: TaskLossConfig, cap: int | None, seed: int
+) -> list[TrainingRecord]:
+    """Apply the task's teacher-spread filter and its sample cap."""
+    task = records[0].task
+    if config.min_teacher_spread is not None:
+        kept = [
+            r
+            for r in records
+            if r.teacher_scores is None
+            or max(r.teacher_scores) - min(r.teacher_scores) >= config.min_teacher_spread
+        ]
+        if len(kept) < len(records):
+            logger.info(
+                "%s: dropped %d of %d records whose teacher scores spread less than %s",
+                task,
+                len(records) - len(kept),
+                len(records),
+                config.min_teacher_spread,
+            )
+        records = kept
+    caps = [c for c in (config.max_samples, cap) if c is not None]
+    if caps and len(records) > min(caps):
+        records = random.Random(f"{seed}\x00{task}").sample(records, min(caps))
+    return records
+
+
+def build_examples(
+    records: Sequence[TrainingRecord],
+    *,
+    group_size: int = 8,
+    distillation: bool | Mapping[str, bool] = True,
+    max_samples_per_task: int | None = None,
+    seed: int = 42,
+) -> dict[str, list[dict[str, Any]]]:
+    """Training examples per task: one per record, of ``group_size`` keys.
+
+    Each example holds the record's positive (the first listed, a random one of ``pos`` or the
+    teacher's best, as the task's `TASK_LOSS` row says) and ``group_size - 1`` negatives drawn
+    from its hard negatives (repeated when it has fewer), with the teacher scores of the chosen
+    keys. The draw is seeded per record, so it is the same in every run with the same seed.
+    Keys are identified by ``pos_ids``/``neg_ids`` where the record has them, else by their
+    text; an optional ``relevant_ids`` field (every document relevant to the query, e.g. all
+    documents of the same API call) widens the false-negative mask beyond ``pos``.
+
+    ``distillation`` is one switch for every task, or one per task (a task not named trains
+    contrastively).
+
+    Raises:
+        TrainingDataError: If a task trained by distillation has records without
+            ``teacher_scores``, or a task has no usable record.
+    """
+    by_task: dict[str, list[TrainingRecord]] = {}
+    for record in records:
+        by_task.setdefault(record.task, []).append(record)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for task, items in by_task.items():
+        distil = distillation if isinstance(distillation, bool) else distillation.get(task, False)
+        config = effective_loss_config(task, distillation=distil)
+        missing = sum(1 for r in items if r.teacher_scores is None)
+        if config.distillation is not None and missing:
+            raise TrainingDataError(
+                f"{missing} of {len(items)} {task!r} records have no `teacher_scores`, which "
+                f"{config.distillation} distillation needs: score them with `llm-embedder score "
+                "IN.jsonl OUT.jsonl`, or train without distillation (--no-distillation)",
+                field="teacher_scores",
+            )
+        items = _select(items, TASK_LOSS.get(task, config), max_samples_per_task, seed)
+        examples = []
+        skipped = 0
+        for index, record in enumerate(items):
+            example = _example(record, index, config, group_size, seed)
+            if example is None:
+                skipped += 1
+            else:
+                examples.append(example)
+        if skipped:
+            logger.warning("%s: %d records have no negative key and were skipped", task, skipped)
+        if not examples:
+            raise TrainingDataError(f"no usable training record for task {task!r}", field="neg")
+        out[task] = examples
+    return out
+
+
+def _prefixed(example: dict[str, Any]) -> dict[str, Any]:
+    """The example with its task's instructions written into the texts (mixed batches)."""
+    pair = get_instruction(example["task"])
+    out = dict(example)
+    out["query"] = pair.query + example["query"]
+    for name in example:
+        if name.startswith("key_") and name != "key_ids":
+            out[name] = pair.key + example[name]
+    return out
+
+
+def build_train_dataset(
+    records: Sequence[TrainingRecord],
+    config: TrainConfig,
+    distillation: Mapping[str, bool] | None = None,
+) -> tuple[Dataset | DatasetDict, dict[str, str] | dict[str, dict[str, str]] | None]:
+    """The training set and the trainer's ``prompts`` for ``records``.
+
+    Homogeneous: a ``DatasetDict`` keyed by task, with the instructions as per-task column
+    prompts. Mixed: one ``Dataset`` whose texts already carry their task's instructions (a
+    prompt is per column, and a mixed batch has several tasks in a column), and no prompts.
+
+    Columns: ``query``, ``key_0`` (the positive) ... ``key_{G-1}``, ``label`` (teacher scores of
+    the keys, zeros when the task has none), ``task``, ``key_ids``, ``relevant_ids``.
+    ``distillation`` gives the switch per task (see `distillation_plan`); None takes
+    ``config.distillation`` for every task ("auto" counting as on).
+    """
+    from datasets import Dataset, DatasetDict
+
+    examples = build_examples(
+        records,
+        group_size=config.group_size,
+        distillation=bool(config.distillation) if distillation is None else distillation,
+        max_samples_per_task=config.max_samples_per_task,
+        seed=config.seed,
+    )
+    if config.homogeneous:
+        prompts: dict[str, dict[str, str]] = {}
+        for task in examples:
+            pair = get_instruction(task)
+            prompts[task] = {"query": pair.query}
+            prompts[task].update({f"key_{i}": pair.key for i in range(config.group_size)})
+        return DatasetDict({t: Dataset.from_list(rows) for t, rows in examples.items()}), prompts
+    rows = [_prefixed(e) for items in examples.values() for e in items]
+    return Dataset.from_list(rows), None

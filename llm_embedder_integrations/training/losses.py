@@ -2,7 +2,9 @@
 
 Each loss is a pure function of embeddings (testable against a naive reference, gradients
 included) and an ``nn.Module`` in the sentence-transformers style whose ``forward`` embeds the
-columns and hands off to ``compute_loss_from_embeddings``.
+columns and hands off to ``compute_loss_from_embeddings``. `MultiTaskLoss` is the trainer's:
+each task's block of a batch gets that task's terms (`task_loss`); `LLMEmbedderLoss` is its
+one-task case.
 
 Layout of a batch: ``B`` queries, each with ``G`` keys (its group), key ``j * G + i`` being key
 ``i`` of query ``j``; for contrastive learning key 0 of each group is the positive. With several
@@ -17,7 +19,7 @@ by the temperature 0.01 (cosine similarities for L2-normalised embeddings, as in
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -31,6 +33,7 @@ __all__ = [
     "ContrastiveLoss",
     "KLDistillationLoss",
     "LLMEmbedderLoss",
+    "MultiTaskLoss",
     "StabilizedDistillationLoss",
     "TaskLossConfig",
     "contrastive_loss",
@@ -343,10 +346,37 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     return gathered
 
 
-def _rank() -> int:
+def _world() -> tuple[int, int]:
+    """``(rank, number of processes)`` of torch.distributed; ``(0, 1)`` when it is not running."""
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _batch_keys(keys: Tensor, n_queries: int, gather: bool) -> tuple[Tensor, int]:
+    """The keys of the whole batch and the index of its first local query.
+
+    With ``gather`` and several processes, the keys of every process (`gather_with_grad`);
+    else ``keys`` itself.
+    """
+    rank, world = _world()
+    if not gather or world == 1:
+        return keys, 0
+    return gather_with_grad(keys), rank * n_queries
+
+
+def _gather_ids(ids: list[str]) -> list[str]:
+    """``ids`` of every process, in rank order (the key ids of a gathered batch)."""
+    import torch.distributed as dist
+
+    world = _world()[1]
+    if world == 1:
+        return ids
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, ids)
+    return [i for part in parts for i in part]
 
 
 # Per-task settings -------------------------------------------------------------------------------
@@ -506,9 +536,7 @@ class _EmbeddingLoss(nn.Module):
         raise NotImplementedError
 
     def _gathered(self, query: Tensor, keys: Tensor) -> tuple[Tensor, int]:
-        if not self.gather_across_devices:
-            return keys, 0
-        return gather_with_grad(keys), _rank() * query.shape[0]
+        return _batch_keys(keys, query.shape[0], self.gather_across_devices)
 
     def get_config_dict(self) -> dict[str, Any]:
         """Settings recorded in model cards by sentence-transformers."""
@@ -659,11 +687,202 @@ class StabilizedDistillationLoss(_EmbeddingLoss):
         )
 
 
-class LLMEmbedderLoss(_EmbeddingLoss):
+def _blocks(tasks: Sequence[str]) -> list[tuple[str, int, int]]:
+    """``(task, start, end)`` of each run of equal tasks."""
+    out: list[tuple[str, int, int]] = []
+    start = 0
+    for i in range(1, len(tasks) + 1):
+        if i == len(tasks) or tasks[i] != tasks[start]:
+            out.append((tasks[start], start, i))
+            start = i
+    return out
+
+
+def _sides(columns: int) -> list[str]:
+    """The side of each column: the queries, then ``columns - 1`` key columns."""
+    return ["query", *["key"] * (columns - 1)]
+
+
+def _uses_batch_keys(config: TaskLossConfig) -> bool:
+    """Whether the task's loss takes in-batch keys of other queries as negatives."""
+    return config.contrastive or config.distillation == "stabilized"
+
+
+class MultiTaskLoss(nn.Module):
+    """LLM-Embedder's loss over a batch of one or several tasks.
+
+    The columns are embedded once; each task's block of queries gets its `TASK_LOSS` terms
+    (`task_loss`), its in-batch negatives being every key of the batch (gathered across
+    processes), relevant ones masked out. The batch loss is the mean over queries. In a
+    homogeneous batch there is one block, and this equals `LLMEmbedderLoss` of that task.
+
+    Args:
+        model: The sentence-transformers model.
+        configs: Loss settings per task.
+        gather_across_devices: Gather keys (and their ids) from every process. Only done when
+            a task uses in-batch keys (KL distillation reads each query's own keys).
+        mask_false_negatives: Mask in-batch keys relevant to a query (from ``key_ids`` and
+            ``relevant_ids``).
+        normalize: L2-normalise the embeddings (cosine similarity).
+        prompt_lengths: Leading tokens ([CLS] and instruction) of each ``(task, "query" |
+            "key")`` text to leave out of the pooling, row by row (a mixed batch holds several
+            instructions in a column); None pools over every token.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        configs: Mapping[str, TaskLossConfig],
+        *,
+        gather_across_devices: bool = True,
+        mask_false_negatives: bool = True,
+        normalize: bool = True,
+        prompt_lengths: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        super().__init__()
+        if not configs:
+            raise ValueError("`configs` must name at least one task")
+        self.model = model
+        self.configs = dict(configs)
+        self.gather_across_devices = gather_across_devices
+        self.mask_false_negatives = mask_false_negatives
+        self.normalize = normalize
+        self.prompt_lengths = dict(prompt_lengths) if prompt_lengths else None
+
+    def forward(
+        self,
+        sentence_features: Sequence[dict[str, Tensor]],
+        labels: Tensor | None = None,
+        false_negatives: Tensor | None = None,
+        *,
+        tasks: Sequence[str] | None = None,
+        key_ids: Sequence[Sequence[str]] | None = None,
+        relevant_ids: Sequence[Sequence[str]] | None = None,
+    ) -> Tensor:
+        """Embed ``[queries, key_0, ..., key_{G-1}]`` and return the batch loss.
+
+        Args:
+            sentence_features: Tokenised columns.
+            labels: ``(B, G)`` teacher scores.
+            false_negatives: Optional ``(B, K)`` mask over the (gathered) keys, added to the
+                one ``key_ids`` and ``relevant_ids`` give.
+            tasks: Task of each query, equal tasks contiguous; None when the loss has one task.
+            key_ids: Per query, the ids of its ``G`` keys (for the false-negative mask).
+            relevant_ids: Per query, the ids of every key relevant to it.
+        """
+        if self.prompt_lengths is None:
+            embeddings = _embed(self.model, sentence_features)
+        else:
+            columns = list(sentence_features)
+            rows = self._tasks(tasks, columns[0]["attention_mask"].shape[0])
+            embeddings = [
+                self._embed_text_only(f, [self.prompt_lengths[(t, side)] for t in rows])
+                for f, side in zip(columns, _sides(len(columns)), strict=True)
+            ]
+        return self.compute_loss_from_embeddings(
+            embeddings,
+            labels,
+            false_negatives,
+            tasks=tasks,
+            key_ids=key_ids,
+            relevant_ids=relevant_ids,
+        )
+
+    def _tasks(self, tasks: Sequence[str] | None, n: int) -> Sequence[str]:
+        if tasks is None:
+            if len(self.configs) > 1:
+                raise ValueError(
+                    f"`tasks` must give the task of each query: this loss has several "
+                    f"({', '.join(self.configs)})"
+                )
+            return [next(iter(self.configs))] * n
+        if len(tasks) != n:
+            raise ValueError(f"{len(tasks)} tasks given for {n} queries")
+        return tasks
+
+    def _embed_text_only(self, features: dict[str, Tensor], lengths: list[int]) -> Tensor:
+        """Embed with row i's first ``lengths[i]`` tokens left out of the pooling.
+
+        The transformer attends to every token; the modules after it see a pooling mask.
+        """
+        features = {k: v for k, v in features.items() if k != "prompt_length"}
+        first, *rest = list(self.model)
+        out = first(features)
+        mask = out["attention_mask"].clone()
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        cut = torch.tensor(lengths, device=mask.device)
+        mask[positions[None, :] < cut[:, None]] = 0
+        out["attention_mask"] = mask
+        for module in rest:
+            out = module(out)
+        return out["sentence_embedding"]
+
+    def compute_loss_from_embeddings(
+        self,
+        embeddings: Sequence[Tensor],
+        labels: Tensor | None = None,
+        false_negatives: Tensor | None = None,
+        *,
+        tasks: Sequence[str] | None = None,
+        key_ids: Sequence[Sequence[str]] | None = None,
+        relevant_ids: Sequence[Sequence[str]] | None = None,
+    ) -> Tensor:
+        """The loss of already computed column embeddings (see `forward`)."""
+        query, keys, group = _split(embeddings, self.normalize)
+        n = query.shape[0]
+        tasks = self._tasks(tasks, n)
+        # The same decision on every process: it depends on the settings, not on the batch.
+        gather = self.gather_across_devices and any(
+            _uses_batch_keys(c) for c in self.configs.values()
+        )
+        batch_keys, offset = _batch_keys(keys, n, gather)
+        flat_ids: list[str] | None = None
+        if self.mask_false_negatives and key_ids is not None and relevant_ids is not None:
+            flat_ids = [i for ids in key_ids for i in ids]
+            if gather:
+                flat_ids = _gather_ids(flat_ids)
+        total = query.new_zeros((), dtype=torch.float32)
+        for task, start, end in _blocks(tasks):
+            config = self.configs.get(task)
+            if config is None:
+                raise ValueError(f"no loss settings for task {task!r}; known: {list(self.configs)}")
+            mask = None if false_negatives is None else false_negatives[start:end]
+            if flat_ids is not None and relevant_ids is not None and _uses_batch_keys(config):
+                found = in_batch_false_negatives(
+                    [set(r) for r in relevant_ids[start:end]],
+                    flat_ids,
+                    group_size=group,
+                    query_offset=offset + start,
+                    device=query.device,
+                )
+                mask = found if mask is None else mask | found
+            loss = task_loss(
+                config,
+                query[start:end],
+                keys[start * group : end * group],
+                batch_keys,
+                query_offset=offset + start,
+                labels=None if labels is None else labels[start:end],
+                false_negatives=mask,
+            )
+            total = total + loss * ((end - start) / n)
+        return total
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """Settings recorded in the model card by sentence-transformers."""
+        return {
+            "tasks": {t: asdict(c) for t, c in self.configs.items()},
+            "gather_across_devices": self.gather_across_devices,
+            "mask_false_negatives": self.mask_false_negatives,
+        }
+
+
+class LLMEmbedderLoss(MultiTaskLoss):
     """The loss of one task, as `TASK_LOSS` (or a config of your own) sets it.
 
     With both terms on, ``contrastive_weight * contrastive + distill_weight * distillation``;
-    a lone term has weight 1.
+    a lone term has weight 1. It is `MultiTaskLoss` with that one task; in-batch false
+    negatives are marked by passing a ``false_negatives`` mask.
 
     Args:
         model: The sentence-transformers model.
@@ -681,9 +900,9 @@ class LLMEmbedderLoss(_EmbeddingLoss):
         normalize: bool = True,
     ) -> None:
         if isinstance(task, TaskLossConfig):
-            config = task
+            name, config = "task", task
         elif task in TASK_LOSS:
-            config = TASK_LOSS[task]
+            name, config = task, TASK_LOSS[task]
         else:
             raise ValueError(
                 f"no loss settings for task {task!r}; known: {', '.join(TASK_LOSS)}. Pass a "
@@ -691,36 +910,19 @@ class LLMEmbedderLoss(_EmbeddingLoss):
             )
         super().__init__(
             model,
-            temperature=config.temperature,
+            {name: config},
             gather_across_devices=gather_across_devices,
+            mask_false_negatives=False,
             normalize=normalize,
         )
         self.config = config
-
-    def compute_loss_from_embeddings(
-        self,
-        embeddings: Sequence[Tensor],
-        labels: Tensor | None = None,
-        false_negatives: Tensor | None = None,
-    ) -> Tensor:
-        """The task's loss; ``labels`` are the teacher scores when distillation is on."""
-        cfg = self.config
-        query, keys, _ = _split(embeddings, self.normalize)
-        gathered, offset = (
-            self._gathered(query, keys)
-            if cfg.contrastive or cfg.distillation == "stabilized"
-            else (keys, 0)
-        )
-        return task_loss(
-            cfg,
-            query,
-            keys,
-            gathered,
-            query_offset=offset,
-            labels=labels,
-            false_negatives=false_negatives,
-        )
+        self.temperature = config.temperature
 
     def get_config_dict(self) -> dict[str, Any]:
         """Settings recorded in model cards by sentence-transformers."""
-        return {**super().get_config_dict(), **self.config.__dict__}
+        return {
+            "temperature": self.temperature,
+            "gather_across_devices": self.gather_across_devices,
+            "normalize": self.normalize,
+            **self.config.__dict__,
+        }

@@ -1,5 +1,10 @@
 """Fine-tuning with LLM-Embedder's recipe, on sentence-transformers' trainer.
 
+This module holds the run's settings (`TrainConfig`), the model loading and the trainer wiring
+(`build_trainer`, `train`, `save_selected`); the parts it wires live beside it, as in
+sentence-transformers: records -> examples -> dataset in `.data`, the batch sampler and the
+collator in `.sampler`, the losses in `.losses`, model selection in `.selection`.
+
 What the recipe adds to `SentenceTransformerTrainer`:
 
 * **Instructions as prompts.** Each task's query and key instructions are the training prompts of
@@ -17,13 +22,7 @@ What the recipe adds to `SentenceTransformerTrainer`:
   gathered across processes for in-batch negatives. ``homogeneous=False`` mixes tasks in a batch
   (the paper's ablation).
 
-Each training record gives one example of ``group_size`` keys: its positive (the first listed,
-a random one of ``pos`` or the teacher's best, as the task says) and ``group_size - 1`` negatives
-drawn from its hard negatives (repeated when it has fewer), with the teacher scores of the chosen
-keys. The draw is seeded per record, so it is the same in every run with the same seed. Keys
-are identified by ``pos_ids``/``neg_ids`` where the record has them, else by their text; an
-optional ``relevant_ids`` field (every document relevant to the query, e.g. all documents of the
-same API call) widens the false-negative mask beyond ``pos``.
+Each training record gives one example of ``group_size`` keys (`build_examples`).
 
 Example:
     >>> config = TrainConfig(data=("qa.jsonl", "tool.jsonl"), output="my-model")  # doctest: +SKIP
@@ -40,27 +39,21 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from sentence_transformers import (
     SentenceTransformer,
     SentenceTransformerTrainer,
     SentenceTransformerTrainingArguments,
 )
-from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
-from sentence_transformers.sentence_transformer.data_collator import (
-    SentenceTransformerDataCollator,
-)
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..encoder import (
     SHIPPED_MODEL,
@@ -70,14 +63,15 @@ from ..encoder import (
     resolve_model,
 )
 from ..instructions import TASKS, get_instruction, prompt_name, prompts_for
-from .data import TrainingDataError, TrainingRecord, read_jsonl
-from .losses import (
-    TASK_LOSS,
-    TaskLossConfig,
-    gather_with_grad,
-    in_batch_false_negatives,
-    task_loss,
+from .data import (
+    TrainingRecord,
+    build_examples,
+    build_train_dataset,
+    effective_loss_config,
+    read_jsonl,
 )
+from .losses import MultiTaskLoss
+from .sampler import HomogeneousBatchSampler, TaskDataCollator
 from .selection import (
     DEV_METRIC,
     DevCallback,
@@ -91,33 +85,28 @@ from .selection import (
     teacher_quality,
 )
 
-if TYPE_CHECKING:
-    from datasets import Dataset, DatasetDict
-
 __all__ = [
-    "HomogeneousBatchSampler",
+    "TASK_SETTINGS",
     "LLMEmbedderTrainer",
-    "MultiTaskLoss",
-    "TaskDataCollator",
     "TrainConfig",
     "TrainResult",
-    "build_examples",
-    "TASK_SETTINGS",
     "build_trainer",
-    "build_train_dataset",
     "distillation_plan",
-    "effective_loss_config",
     "save_selected",
     "train",
+    # Re-exported from the modules they live in (.data, .losses, .sampler).
+    "HomogeneousBatchSampler",
+    "MultiTaskLoss",
+    "TaskDataCollator",
+    "build_examples",
+    "build_train_dataset",
+    "effective_loss_config",
 ]
 
 logger = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
-
-_META = "_llm_embedder_"  # prefix of the collated columns that are not model inputs
-_META_COLUMNS = ("task", "key_ids", "relevant_ids")
 
 
 # Configuration -----------------------------------------------------------------------------------
@@ -431,479 +420,6 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-# Examples ----------------------------------------------------------------------------------------
-
-
-def effective_loss_config(task: str, *, distillation: bool = True) -> TaskLossConfig:
-    """The loss settings `train` uses for ``task``.
-
-    `TASK_LOSS`'s row; without ``distillation``, its contrastive term alone. A task of your own
-    (`register_task`) trains contrastively.
-    """
-    config = TASK_LOSS.get(task)
-    if config is None:
-        get_instruction(task)  # unknown task: a clear error
-        logger.warning("task %r has no row in TASK_LOSS: trained with the contrastive loss", task)
-        config = TaskLossConfig("first", contrastive=True, distillation=None)
-    if not distillation and config.distillation is not None:
-        config = dataclasses.replace(config, contrastive=True, distillation=None)
-    return config
-
-
-def _key_ids(record: TrainingRecord) -> list[str]:
-    """Identity of each key (for the false-negative mask): the dataset ids, else the texts."""
-    if record.history is None and record.pos_ids is not None and record.neg_ids is not None:
-        return [*record.pos_ids, *record.neg_ids]
-    return record.keys
-
-
-def _relevant_ids(record: TrainingRecord) -> list[str]:
-    """The record's optional ``relevant_ids``: every document relevant to the query."""
-    value = record.extra.get("relevant_ids", [])
-    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-        raise TrainingDataError(
-            f"must be a list of document ids, got {value!r:.80}", field="relevant_ids"
-        )
-    return [str(v) for v in value]
-
-
-def _example(
-    record: TrainingRecord, index: int, config: TaskLossConfig, group_size: int, seed: int
-) -> dict[str, Any] | None:
-    """One training example of ``group_size`` keys, or None when the record has no negative."""
-    rng = random.Random(f"{seed}\x00{record.task}\x00{index}\x00{record.query}")
-    keys, ids, scores = record.keys, _key_ids(record), record.teacher_scores
-    n_pos = 0 if record.history is not None else len(record.pos)
-    if scores is not None and (config.positive == "teacher" or n_pos == 0):
-        positive = max(range(len(keys)), key=lambda i: (scores[i], -i))
-        candidates = [i for i in range(len(keys)) if i != positive]
-    elif n_pos == 0:
-        raise TrainingDataError(
-            f"a {record.task} record needs `pos` or `teacher_scores` to pick its positive",
-            field="pos",
-        )
-    else:
-        positive = rng.randrange(n_pos) if config.positive == "random" else 0
-        candidates = list(range(n_pos, len(keys)))
-    if not candidates:
-        return None
-    need = group_size - 1
-    if len(candidates) >= need:
-        chosen = rng.sample(candidates, need)
-    else:
-        chosen = candidates + rng.choices(candidates, k=need - len(candidates))
-    order = [positive, *chosen]
-    relevant = {*_relevant_ids(record), *ids[:n_pos], ids[positive]}
-    example: dict[str, Any] = {"query": record.query}
-    for i, k in enumerate(order):
-        example[f"key_{i}"] = keys[k]
-    example["label"] = (
-        [float(scores[k]) for k in order] if scores is not None else [0.0] * len(order)
-    )
-    example["task"] = record.task
-    namespace = f"{record.task}\x00"
-    example["key_ids"] = [namespace + str(ids[k]) for k in order]
-    example["relevant_ids"] = sorted(namespace + str(r) for r in relevant)
-    return example
-
-
-def _select(
-    records: list[TrainingRecord], config: TaskLossConfig, cap: int | None, seed: int
-) -> list[TrainingRecord]:
-    """Apply the task's teacher-spread filter and its sample cap."""
-    task = records[0].task
-    if config.min_teacher_spread is not None:
-        kept = [
-            r
-            for r in records
-            if r.teacher_scores is None
-            or max(r.teacher_scores) - min(r.teacher_scores) >= config.min_teacher_spread
-        ]
-        if len(kept) < len(records):
-            logger.info(
-                "%s: dropped %d of %d records whose teacher scores spread less than %s",
-                task,
-                len(records) - len(kept),
-                len(records),
-                config.min_teacher_spread,
-            )
-        records = kept
-    caps = [c for c in (config.max_samples, cap) if c is not None]
-    if caps and len(records) > min(caps):
-        records = random.Random(f"{seed}\x00{task}").sample(records, min(caps))
-    return records
-
-
-def build_examples(
-    records: Sequence[TrainingRecord],
-    *,
-    group_size: int = 8,
-    distillation: bool | Mapping[str, bool] = True,
-    max_samples_per_task: int | None = None,
-    seed: int = 42,
-) -> dict[str, list[dict[str, Any]]]:
-    """Training examples per task (see the module docstring for how keys are drawn).
-
-    ``distillation`` is one switch for every task, or one per task (a task not named trains
-    contrastively).
-
-    Raises:
-        TrainingDataError: If a task trained by distillation has records without
-            ``teacher_scores``, or a task has no usable record.
-    """
-    by_task: dict[str, list[TrainingRecord]] = {}
-    for record in records:
-        by_task.setdefault(record.task, []).append(record)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for task, items in by_task.items():
-        distil = distillation if isinstance(distillation, bool) else distillation.get(task, False)
-        config = effective_loss_config(task, distillation=distil)
-        missing = sum(1 for r in items if r.teacher_scores is None)
-        if config.distillation is not None and missing:
-            raise TrainingDataError(
-                f"{missing} of {len(items)} {task!r} records have no `teacher_scores`, which "
-                f"{config.distillation} distillation needs: score them with `llm-embedder score "
-                "IN.jsonl OUT.jsonl`, or train without distillation (--no-distillation)",
-                field="teacher_scores",
-            )
-        items = _select(items, TASK_LOSS.get(task, config), max_samples_per_task, seed)
-        examples = []
-        skipped = 0
-        for index, record in enumerate(items):
-            example = _example(record, index, config, group_size, seed)
-            if example is None:
-                skipped += 1
-            else:
-                examples.append(example)
-        if skipped:
-            logger.warning("%s: %d records have no negative key and were skipped", task, skipped)
-        if not examples:
-            raise TrainingDataError(f"no usable training record for task {task!r}", field="neg")
-        out[task] = examples
-    return out
-
-
-def _prefixed(example: dict[str, Any]) -> dict[str, Any]:
-    """The example with its task's instructions written into the texts (mixed batches)."""
-    pair = get_instruction(example["task"])
-    out = dict(example)
-    out["query"] = pair.query + example["query"]
-    for name in example:
-        if name.startswith("key_") and name != "key_ids":
-            out[name] = pair.key + example[name]
-    return out
-
-
-def build_train_dataset(
-    records: Sequence[TrainingRecord],
-    config: TrainConfig,
-    distillation: Mapping[str, bool] | None = None,
-) -> tuple[Dataset | DatasetDict, dict[str, str] | dict[str, dict[str, str]] | None]:
-    """The training set and the trainer's ``prompts`` for ``records``.
-
-    Homogeneous: a ``DatasetDict`` keyed by task, with the instructions as per-task column
-    prompts. Mixed: one ``Dataset`` whose texts already carry their task's instructions (a
-    prompt is per column, and a mixed batch has several tasks in a column), and no prompts.
-
-    Columns: ``query``, ``key_0`` (the positive) ... ``key_{G-1}``, ``label`` (teacher scores of
-    the keys, zeros when the task has none), ``task``, ``key_ids``, ``relevant_ids``.
-    ``distillation`` gives the switch per task (see `distillation_plan`); None takes
-    ``config.distillation`` for every task ("auto" counting as on).
-    """
-    from datasets import Dataset, DatasetDict
-
-    examples = build_examples(
-        records,
-        group_size=config.group_size,
-        distillation=bool(config.distillation) if distillation is None else distillation,
-        max_samples_per_task=config.max_samples_per_task,
-        seed=config.seed,
-    )
-    if config.homogeneous:
-        prompts: dict[str, dict[str, str]] = {}
-        for task in examples:
-            pair = get_instruction(task)
-            prompts[task] = {"query": pair.query}
-            prompts[task].update({f"key_{i}": pair.key for i in range(config.group_size)})
-        return DatasetDict({t: Dataset.from_list(rows) for t, rows in examples.items()}), prompts
-    rows = [_prefixed(e) for items in examples.values() for e in items]
-    return Dataset.from_list(rows), None
-
-
-# Batches -----------------------------------------------------------------------------------------
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class HomogeneousBatchSampler(MultiDatasetDefaultBatchSampler):
-    """Multi-dataset batch sampler whose every batch comes from one dataset (one task).
-
-    Each dataset's batches (from its own batch sampler) are cut into chunks of
-    ``num_processes`` consecutive batches, the incomplete last chunk dropped when there are
-    several processes, and the chunks of all datasets are shuffled together with the shared
-    seed. Accelerate hands batch ``i`` of each chunk to process ``i``, so in a step every process
-    trains on the same task. Pass the class as ``multi_dataset_batch_sampler`` of the training
-    arguments.
-
-    Args:
-        dataset: The ``ConcatDataset`` of the datasets.
-        batch_samplers: One batch sampler per dataset.
-        generator: Random generator, reseeded with ``seed + epoch`` at each pass.
-        seed: The seed shared by every process.
-        num_processes: Processes sharing a step; None reads it from torch.distributed.
-    """
-
-    def __init__(
-        self,
-        dataset: Any,
-        batch_samplers: list[Any],
-        generator: torch.Generator | None = None,
-        seed: int = 0,
-        num_processes: int | None = None,
-    ) -> None:
-        super().__init__(dataset, batch_samplers=batch_samplers, generator=generator, seed=seed)
-        self.num_processes = _world()[1] if num_processes is None else num_processes
-        _positive_int("num_processes", self.num_processes)
-        self._epoch_was_set = False
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch (reseeds the order); called by the trainer at each epoch."""
-        super().set_epoch(epoch)
-        self._epoch_was_set = True
-
-    def _usable(self, n_batches: int) -> int:
-        n = self.num_processes
-        return n_batches if n == 1 else n_batches // n * n
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.generator is not None and self.seed is not None:
-            self.generator.manual_seed(self.seed + self.epoch)
-        chunks: list[list[list[int]]] = []
-        offset = 0
-        for dataset, sampler in zip(self.dataset.datasets, self.batch_samplers, strict=True):
-            batches = [[offset + i for i in batch] for batch in sampler]
-            batches = batches[: self._usable(len(batches))]
-            step = self.num_processes
-            chunks += [batches[i : i + step] for i in range(0, len(batches), step)]
-            offset += len(dataset)
-        order = torch.randperm(len(chunks), generator=self.generator).tolist()
-        for index in order:
-            yield from chunks[index]
-        if not self._epoch_was_set:  # accelerate does not forward set_epoch through its shards
-            self.epoch += 1
-        self._epoch_was_set = False
-
-    def __len__(self) -> int:
-        return sum(self._usable(len(sampler)) for sampler in self.batch_samplers)
-
-
-@dataclass
-class TaskDataCollator(SentenceTransformerDataCollator):
-    """Tokenises the text columns; passes task, key ids and relevant ids through as lists.
-
-    Rows are ordered by task (stable), so that each task's queries are contiguous in a mixed
-    batch.
-    """
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        """Collate ``features`` (rows of `build_train_dataset`) into one batch."""
-        features = sorted(features, key=lambda f: f["task"])
-        meta = {c: [f[c] for f in features] for c in _META_COLUMNS}
-        texts = [{k: v for k, v in f.items() if k not in _META_COLUMNS} for f in features]
-        batch = super().__call__(texts)
-        for column, values in meta.items():
-            batch[_META + column] = values
-        return batch
-
-
-# Loss --------------------------------------------------------------------------------------------
-
-
-def _blocks(tasks: Sequence[str]) -> list[tuple[str, int, int]]:
-    """``(task, start, end)`` of each run of equal tasks."""
-    out: list[tuple[str, int, int]] = []
-    start = 0
-    for i in range(1, len(tasks) + 1):
-        if i == len(tasks) or tasks[i] != tasks[start]:
-            out.append((tasks[start], start, i))
-            start = i
-    return out
-
-
-def _sides(columns: int) -> list[str]:
-    """The side of each column: the queries, then ``columns - 1`` key columns."""
-    return ["query", *["key"] * (columns - 1)]
-
-
-def instruction_token_counts(model: Any, tasks: Sequence[str]) -> dict[tuple[str, str], int]:
-    """Leading tokens of each task's query and key texts: [CLS] and the instruction."""
-    counts = {}
-    for task in tasks:
-        pair = get_instruction(task)
-        counts[(task, "query")] = leading_tokens(model.tokenizer, pair.query)
-        counts[(task, "key")] = leading_tokens(model.tokenizer, pair.key)
-    return counts
-
-
-class MultiTaskLoss(nn.Module):
-    """LLM-Embedder's loss over a batch of one or several tasks.
-
-    The columns are embedded once; each task's block of queries gets its `TASK_LOSS` terms
-    (`task_loss`), its in-batch negatives being every key of the batch (gathered across
-    processes), relevant ones masked out. The batch loss is the mean over queries. In a
-    homogeneous batch there is one block, and this equals `LLMEmbedderLoss` of that task.
-
-    Args:
-        model: The sentence-transformers model.
-        configs: Loss settings per task.
-        gather_across_devices: Gather keys (and their ids) from every process.
-        mask_false_negatives: Mask in-batch keys relevant to a query.
-        normalize: L2-normalise the embeddings (cosine similarity).
-        prompt_lengths: Leading tokens ([CLS] and instruction) of each ``(task, "query" |
-            "key")`` text to leave out of the pooling, row by row (a mixed batch holds several
-            instructions in a column); None pools over every token.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        configs: Mapping[str, TaskLossConfig],
-        *,
-        gather_across_devices: bool = True,
-        mask_false_negatives: bool = True,
-        normalize: bool = True,
-        prompt_lengths: Mapping[tuple[str, str], int] | None = None,
-    ) -> None:
-        super().__init__()
-        if not configs:
-            raise ValueError("`configs` must name at least one task")
-        self.model = model
-        self.configs = dict(configs)
-        self.gather_across_devices = gather_across_devices
-        self.mask_false_negatives = mask_false_negatives
-        self.normalize = normalize
-        self.prompt_lengths = dict(prompt_lengths) if prompt_lengths else None
-
-    def forward(
-        self,
-        sentence_features: Sequence[dict[str, Tensor]],
-        labels: Tensor | None = None,
-        *,
-        tasks: Sequence[str],
-        key_ids: Sequence[Sequence[str]] | None = None,
-        relevant_ids: Sequence[Sequence[str]] | None = None,
-    ) -> Tensor:
-        """Embed ``[queries, key_0, ..., key_{G-1}]`` and return the batch loss.
-
-        Args:
-            sentence_features: Tokenised columns.
-            labels: ``(B, G)`` teacher scores.
-            tasks: Task of each query, equal tasks contiguous.
-            key_ids: Per query, the ids of its ``G`` keys (for the false-negative mask).
-            relevant_ids: Per query, the ids of every key relevant to it.
-        """
-        if self.prompt_lengths is None:
-            embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
-        else:
-            embeddings = [
-                self._embed_text_only(f, [self.prompt_lengths[(t, side)] for t in tasks])
-                for f, side in zip(sentence_features, _sides(len(sentence_features)), strict=True)
-            ]
-        return self.compute_loss_from_embeddings(
-            embeddings, labels, tasks=tasks, key_ids=key_ids, relevant_ids=relevant_ids
-        )
-
-    def _embed_text_only(self, features: dict[str, Tensor], lengths: list[int]) -> Tensor:
-        """Embed with row i's first ``lengths[i]`` tokens left out of the pooling.
-
-        The transformer attends to every token; the modules after it see a pooling mask.
-        """
-        features = {k: v for k, v in features.items() if k != "prompt_length"}
-        first, *rest = list(self.model)
-        out = first(features)
-        mask = out["attention_mask"].clone()
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        cut = torch.tensor(lengths, device=mask.device)
-        mask[positions[None, :] < cut[:, None]] = 0
-        out["attention_mask"] = mask
-        for module in rest:
-            out = module(out)
-        return out["sentence_embedding"]
-
-    def compute_loss_from_embeddings(
-        self,
-        embeddings: Sequence[Tensor],
-        labels: Tensor | None = None,
-        *,
-        tasks: Sequence[str],
-        key_ids: Sequence[Sequence[str]] | None = None,
-        relevant_ids: Sequence[Sequence[str]] | None = None,
-    ) -> Tensor:
-        """The loss of already computed column embeddings (see `forward`)."""
-        if len(embeddings) < 2:
-            raise ValueError(f"expected a query column and key columns, got {len(embeddings)}")
-        if self.normalize:
-            embeddings = [F.normalize(e, p=2, dim=-1) for e in embeddings]
-        query = embeddings[0]
-        n, group = query.shape[0], len(embeddings) - 1
-        if len(tasks) != n:
-            raise ValueError(f"{len(tasks)} tasks given for {n} queries")
-        keys = torch.stack(list(embeddings[1:]), dim=1).reshape(n * group, -1)
-        rank, world = _world()
-        gather = self.gather_across_devices and world > 1
-        batch_keys = gather_with_grad(keys) if gather else keys
-        offset = rank * n if gather else 0
-        flat_ids: list[str] | None = None
-        if self.mask_false_negatives and key_ids is not None and relevant_ids is not None:
-            flat_ids = [i for ids in key_ids for i in ids]
-            if gather:
-                import torch.distributed as dist
-
-                parts: list[Any] = [None] * world
-                dist.all_gather_object(parts, flat_ids)
-                flat_ids = [i for part in parts for i in part]
-        total = query.new_zeros((), dtype=torch.float32)
-        for task, start, end in _blocks(tasks):
-            config = self.configs.get(task)
-            if config is None:
-                raise ValueError(f"no loss settings for task {task!r}; known: {list(self.configs)}")
-            mask = None
-            uses_batch = config.contrastive or config.distillation == "stabilized"
-            if flat_ids is not None and relevant_ids is not None and uses_batch:
-                mask = in_batch_false_negatives(
-                    [set(r) for r in relevant_ids[start:end]],
-                    flat_ids,
-                    group_size=group,
-                    query_offset=offset + start,
-                    device=query.device,
-                )
-            loss = task_loss(
-                config,
-                query[start:end],
-                keys[start * group : end * group],
-                batch_keys,
-                query_offset=offset + start,
-                labels=None if labels is None else labels[start:end],
-                false_negatives=mask,
-            )
-            total = total + loss * ((end - start) / n)
-        return total
-
-    def get_config_dict(self) -> dict[str, Any]:
-        """Settings recorded in the model card by sentence-transformers."""
-        return {
-            "tasks": {t: dataclasses.asdict(c) for t, c in self.configs.items()},
-            "gather_across_devices": self.gather_across_devices,
-            "mask_false_negatives": self.mask_false_negatives,
-        }
-
-
 # Trainer -----------------------------------------------------------------------------------------
 
 
@@ -922,7 +438,7 @@ class LLMEmbedderTrainer(SentenceTransformerTrainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         """The `MultiTaskLoss` of one collated batch."""
-        meta = {k[len(_META) :]: inputs.pop(k) for k in list(inputs) if k.startswith(_META)}
+        meta = TaskDataCollator.pop_meta(inputs)
         inputs.pop("dataset_name", None)
         features, labels = self.collect_features(inputs)
         loss_fn = self.loss
@@ -936,6 +452,20 @@ class LLMEmbedderTrainer(SentenceTransformerTrainer):
             relevant_ids=meta.get("relevant_ids"),
         )
         return (loss, {}) if return_outputs else loss
+
+
+def instruction_token_counts(model: Any, tasks: Sequence[str]) -> dict[tuple[str, str], int]:
+    """Leading tokens of each task's query and key texts: [CLS] and the instruction.
+
+    The ``prompt_lengths`` of `MultiTaskLoss`, which leaves them out of a mean-pooled model's
+    pooling row by row.
+    """
+    counts = {}
+    for task in tasks:
+        pair = get_instruction(task)
+        counts[(task, "query")] = leading_tokens(model.tokenizer, pair.query)
+        counts[(task, "key")] = leading_tokens(model.tokenizer, pair.key)
+    return counts
 
 
 def _load_model(config: TrainConfig, device: str) -> SentenceTransformer:
