@@ -62,7 +62,12 @@ def _score(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
     done = score_file(
-        args.input, args.output, llm=args.llm, batch_size=args.batch_size, task=args.task
+        args.input,
+        args.output,
+        llm=args.llm,
+        batch_size=args.batch_size,
+        task=args.task,
+        dtype=args.dtype,
     )
     print(f"scored {done} records into {args.output}", file=sys.stderr)
     return 0
@@ -75,6 +80,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     flags = {
         "model": args.model,
         "data": tuple(args.data) if args.data else None,
+        "sources": tuple(args.sources) if args.sources else None,
         "output": args.output,
         "epochs": args.epochs,
         "max_steps": args.max_steps,
@@ -314,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--batch-size", type=int, default=16, help="candidates per forward pass")
     score.add_argument("--task", default=None, help="task of records without a `task` field")
+    score.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "bf16", "fp16"],
+        help="LLM dtype (default: bf16 where the GPU or CPU runs it natively, else fp32)",
+    )
     score.set_defaults(func=_score)
 
     train = sub.add_parser(
@@ -323,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", default=None, help="YAML config (see examples/train.yaml)")
     train.add_argument("--model", default=None, help="model to fine-tune (name or path)")
     train.add_argument("--data", nargs="+", default=None, help="JSON Lines training file(s)")
+    train.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        help="sources to convert and train on (nq_qed canard gorilla_torchhub_train gutenberg, "
+        "or an evaluation dataset's train split)",
+    )
     train.add_argument("--output", default=None, help="directory of the trained model")
     train.add_argument("--epochs", type=float, default=None, help="passes over the data")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")

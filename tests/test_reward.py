@@ -192,7 +192,7 @@ def scored(tmp_path_factory, llm) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("score")
     src, out = folder / "in.jsonl", folder / "full.jsonl"
     write_jsonl(RECORDS, src)
-    assert main(["score", str(src), str(out), "--batch-size", "2"]) == 0
+    assert main(["score", str(src), str(out), "--batch-size", "2", "--dtype", "fp32"]) == 0
     return src, out
 
 
@@ -211,7 +211,7 @@ def test_interrupted_run_resumes_to_the_same_output(scored, tmp_path):
     lines = full.read_bytes().splitlines(keepends=True)
     out = tmp_path / "resumed.jsonl"
     out.write_bytes(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
-    assert main(["score", str(src), str(out), "--batch-size", "2"]) == 0
+    assert main(["score", str(src), str(out), "--batch-size", "2", "--dtype", "fp32"]) == 0
     assert out.read_bytes() == full.read_bytes()
     assert score_file(src, out) == 0  # complete: nothing left, the LLM is not even needed
 
@@ -242,3 +242,41 @@ def test_bf16_on_gpu_ranks_like_fp32(reward):
     assert gpu.model.dtype == torch.bfloat16
     items = [reward.encode(*case) for case in CASES]
     assert gpu.score_encoded(items) == pytest.approx(reward.score_encoded(items), abs=0.3)
+
+
+def test_any_hugging_face_causal_lm_folder_can_be_the_teacher(llm, tmp_path):
+    """`--llm PATH` takes a plain transformers folder: a small Llama with SmolLM2's tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(llm.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model = LlamaForCausalLM(config).eval()
+    folder = tmp_path / "plain-causal-lm"
+    model.save_pretrained(folder)
+    llm.tokenizer.save_pretrained(folder)
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(RECORDS[:1], src)
+    argv = ["score", str(src), str(out), "--llm", str(folder), "--dtype", "fp32"]
+    assert main(argv) == 0
+    (record,) = read_jsonl(out)
+    direct = LLMReward(model=model, tokenizer=llm.tokenizer).score_record(RECORDS[0])
+    assert record.teacher_scores == pytest.approx(direct, abs=1e-4)
+    assert len(set(record.teacher_scores)) == len(RECORDS[0].keys)  # real, distinct scores
+
+
+def test_the_teacher_dtype_follows_the_device(monkeypatch):
+    from llm_embedder_integrations import _cpu
+    from llm_embedder_integrations.training import reward as reward_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for bf16, expected in ((True, "bf16"), (False, "fp32")):
+        features = _cpu.parse_cpu_flags({"avx2", "avx512f"} | ({"avx512_bf16"} if bf16 else set()))
+        monkeypatch.setattr(_cpu, "cpu_features", lambda *a, f=features: f)
+        assert reward_module._teacher_dtype() == expected

@@ -231,3 +231,16 @@ def test_sources_are_converted_with_mined_negatives_and_capped(data_path):
     records = source_records(config)
     assert len(records) == 5 and {r.task for r in records} == {"icl"}
     assert all(len(r.neg) == 2 and len(r.pos) == 1 for r in records)
+
+
+def test_train_command_takes_sources_and_the_example_config_lists_them():
+    from pathlib import Path
+
+    from llm_embedder_integrations.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--sources", "nq_qed", "sni", "--output", "m"])
+    assert _train_config(args).sources == ("nq_qed", "sni")
+    example = Path(__file__).resolve().parents[1] / "examples" / "finetune.yaml"
+    config = TrainConfig.from_yaml(example)
+    assert config.sources[:4] == ("nq_qed", "canard", "gorilla_torchhub_train", "gutenberg")
+    assert config.interpolate and config.distillation == "auto" and config.dev_fraction == 0.1

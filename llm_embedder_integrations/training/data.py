@@ -682,17 +682,16 @@ def convert_dataset(
         dataset = load_training_source(name, data_path=data_path, **options)
     else:
         dataset = load_dataset(name, "train", data_path=data_path, **options)
-    records, _ = mine_records(
+    return records_from_dataset(
         dataset,
         encoder,
         negatives=negatives,
-        bm25=bm25,
-        false_negative_margin=false_negative_margin,
         max_positives=max_positives,
         max_queries=max_queries,
         answered_only=answered_only,
+        bm25=bm25,
+        false_negative_margin=false_negative_margin,
     )
-    return records
 
 
 # Examples ----------------------------------------------------------------------------------------

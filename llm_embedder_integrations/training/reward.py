@@ -314,6 +314,12 @@ def _completed_lines(path: Path) -> list[dict[str, Any]]:
     return done
 
 
+def _teacher_dtype() -> str:
+    from .._cpu import teacher_dtype
+
+    return teacher_dtype("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def score_file(
     in_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -323,6 +329,7 @@ def score_file(
     batch_size: int = 16,
     task: str | None = None,
     show_progress: bool = True,
+    dtype: str | None = None,
 ) -> int:
     """Fill ``teacher_scores`` of every record of a training file, resuming where it stopped.
 
@@ -339,6 +346,9 @@ def score_file(
         batch_size: Candidates per forward pass, used when ``reward`` is None.
         task: Task of records without a ``task`` field.
         show_progress: Show a progress bar.
+        dtype: The LLM's dtype when it is loaded here (``llm`` a name or path): ``"fp32"``,
+            ``"bf16"``...; None takes bf16 where the device runs it natively (a GPU, or a CPU
+            with AVX512-BF16 or AMX) and fp32 elsewhere, where bf16 is emulated and slow.
 
     Returns:
         The number of records scored by this call.
@@ -384,6 +394,8 @@ def score_file(
                     )
                 continue
             if reward is None:
+                if not isinstance(llm, LocalLLM):
+                    llm = LocalLLM(llm, dtype=dtype or _teacher_dtype())
                 reward = LLMReward(llm, batch_size=batch_size)
             try:
                 scores = reward.score_record(record)
