@@ -20,7 +20,7 @@ _EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
         'pip install "llm-embedder-integrations[llama-index]"',
     ),
     "eval": (("ragas",), 'pip install "llm-embedder-integrations[eval]"'),
-    "train": (("datasets", "accelerate"), 'pip install "llm-embedder-integrations[train]"'),
+    "train": (("datasets", "accelerate", "yaml"), 'pip install "llm-embedder-integrations[train]"'),
     "llm": (("gguf", "accelerate"), 'pip install "llm-embedder-integrations[llm]"'),
 }
 

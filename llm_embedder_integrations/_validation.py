@@ -6,17 +6,35 @@ Counts and sizes (``k``, ``chunk_tokens``, ``max_queries``...) must be real ints
 
 from __future__ import annotations
 
-__all__ = ["check_int_at_least_zero", "check_k", "check_positive_int", "check_text"]
+import math
+from typing import overload
+
+__all__ = [
+    "check_int_at_least_zero",
+    "check_k",
+    "check_number",
+    "check_positive_int",
+    "check_text",
+]
 
 
-def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` if it is an int >= 1.
+@overload
+def check_positive_int(value: object, name: str) -> int: ...
+@overload
+def check_positive_int(value: object, name: str, *, allow_none: bool) -> int | None: ...
+def check_positive_int(value: object, name: str, *, allow_none: bool = False) -> int | None:
+    """Return ``value`` if it is an int >= 1 (or None, when ``allow_none``).
 
     Raises:
-        ValueError: ``"`{name}` must be a positive int, got {value!r}"``.
+        ValueError: ``"`{name}` must be a positive int, got {value!r}"`` (``"... positive int
+            or None"`` when None is allowed).
     """
+    if value is None and allow_none:
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        raise ValueError(
+            f"`{name}` must be a positive int{' or None' if allow_none else ''}, got {value!r}"
+        )
     return value
 
 
@@ -39,6 +57,39 @@ def check_int_at_least_zero(value: object, name: str, *, allow_none: bool = Fals
             f"`{name}` must be an int >= 0{' or None' if allow_none else ''}, got {value!r}"
         )
     return value
+
+
+def check_number(
+    value: object,
+    name: str,
+    *,
+    low: float,
+    strict: bool = False,
+    high: float | None = None,
+    allow_none: bool = False,
+) -> float | None:
+    """Return ``value`` if it is a finite number within the bounds (or None, when ``allow_none``).
+
+    The bounds: ``>= low`` (``> low`` when ``strict``), and ``<= high`` when ``high`` is given.
+
+    Raises:
+        ValueError: ``"`{name}` must be a number > 0, got {value!r}"``, the bounds as asked
+            (``"... >= 0 and <= 1"``, ``"... >= 0 or None"``).
+    """
+    if value is None and allow_none:
+        return None
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if strict else value >= low)
+        and (high is None or value <= high)
+    ):
+        return value
+    bound = f"> {low}" if strict else f">= {low}"
+    bound += "" if high is None else f" and <= {high}"
+    bound += " or None" if allow_none else ""
+    raise ValueError(f"`{name}` must be a number {bound}, got {value!r}")
 
 
 def check_text(text: object, name: str = "text") -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,10 @@ def small_config(tmp_path: Path, **changes) -> TrainConfig:
         ("precision", "fp8", "`precision` must be one of .*got 'fp8'"),
         ("device", "tpu", "`device` must be one of .*got 'tpu'"),
         ("warmup_ratio", 1.5, "`warmup_ratio` must be a number >= 0 and <= 1, got 1.5"),
+        ("epochs", float("nan"), "`epochs` must be a number > 0, got nan"),
+        ("max_steps", 0, "`max_steps` must be a positive int or None, got 0"),
+        ("seed", -1, "`seed` must be an int >= 0, got -1"),
+        ("dataloader_num_workers", True, "`dataloader_num_workers` must be an int >= 0, got True"),
         ("homogeneous", "yes", "`homogeneous` must be true or false, got 'yes'"),
         ("resume", "", "`resume` must be true, false or a checkpoint directory"),
     ],
@@ -98,6 +103,14 @@ def test_config_names_an_unknown_setting(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("data: [a.jsonl]\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['learning_rate'\]"):
+        TrainConfig.from_yaml(path)
+
+
+def test_yaml_config_without_pyyaml_names_the_extra_to_install(tmp_path, monkeypatch):
+    path = tmp_path / "train.yaml"
+    path.write_text("lr: 0.1\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    with pytest.raises(ImportError, match=r'pip install "llm-embedder-integrations\[train\]"'):
         TrainConfig.from_yaml(path)
 
 

@@ -330,5 +330,10 @@ def test_trec_cast_records_use_the_loader_options(encoder, data_path):
 def test_converter_rejects_bad_counts(encoder, data_path):
     with pytest.raises(ValueError, match="`negatives` must be an int >= 0, got -1"):
         convert_dataset("sni", encoder, data_path=data_path, negatives=-1)
+    # NaN compares false with every score: it would silently keep every likely false negative.
+    with pytest.raises(ValueError, match="`false_negative_margin` must be a number >= 0 or None"):
+        convert_dataset("sni", encoder, data_path=data_path, false_negative_margin=float("nan"))
+    with pytest.raises(ValueError, match="`max_queries` must be a positive int or None, got 0"):
+        convert_dataset("sni", encoder, data_path=data_path, max_queries=0)
     with pytest.raises(ValueError, match="takes no option"):
         convert_dataset("sni", encoder, data_path=data_path, history=True)

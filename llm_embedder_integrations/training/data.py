@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validation import check_int_at_least_zero, check_number, check_positive_int
 from ..encoder import LLMEmbedder
 from ..evaluation.datasets import RetrievalDataset, load_dataset
 from ..instructions import TASKS, get_instruction
@@ -435,13 +436,6 @@ def _false_negative(text: str, positives: list[str]) -> str | None:
     return None
 
 
-def _check_count(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}")
-
-
 def mine_records(
     dataset: RetrievalDataset,
     encoder: LLMEmbedder,
@@ -483,18 +477,11 @@ def mine_records(
         The records (one per query that has a candidate positive; ``query_id``, ``pos_ids`` and
         ``neg_ids`` hold the dataset's ids) and what was kept and dropped.
     """
-    _check_count("negatives", negatives, 0)
-    _check_count("max_positives", max_positives, 1, allow_none=True)
-    _check_count("max_queries", max_queries, 1, allow_none=True)
-    _check_count("depth", depth, 1)
-    if false_negative_margin is not None and (
-        isinstance(false_negative_margin, bool)
-        or not isinstance(false_negative_margin, (int, float))
-        or false_negative_margin < 0
-    ):
-        raise ValueError(
-            f"`false_negative_margin` must be a number >= 0 or None, got {false_negative_margin!r}"
-        )
+    check_int_at_least_zero(negatives, "negatives")
+    check_positive_int(max_positives, "max_positives", allow_none=True)
+    check_positive_int(max_queries, "max_queries", allow_none=True)
+    check_positive_int(depth, "depth")
+    check_number(false_negative_margin, "false_negative_margin", low=0, allow_none=True)
     stats = MiningStats()
     qids = list(dataset.queries)[:max_queries]
     answers = {qid: _answers(dataset, qid) for qid in qids}

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_int_at_least_zero, check_positive_int
+
 __all__ = [
     "TASK_LOSS",
     "TEMPERATURE",
@@ -65,10 +67,8 @@ def _check_embeddings(query_emb: Tensor, key_emb: Tensor) -> None:
 
 
 def _check_groups(n_queries: int, n_keys: int, group_size: int, query_offset: int) -> None:
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"`group_size` must be a positive int, got {group_size!r}")
-    if isinstance(query_offset, bool) or not isinstance(query_offset, int) or query_offset < 0:
-        raise ValueError(f"`query_offset` must be an int >= 0, got {query_offset!r}")
+    check_positive_int(group_size, "group_size")
+    check_int_at_least_zero(query_offset, "query_offset")
     if n_keys % group_size:
         raise ValueError(
             f"{n_keys} keys are not a whole number of groups of {group_size}; every query needs "

@@ -37,7 +37,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -55,6 +54,8 @@ from sentence_transformers import (
 )
 from torch import Tensor
 
+from .._imports import require
+from .._validation import check_int_at_least_zero, check_number, check_positive_int
 from ..encoder import (
     SHIPPED_MODEL,
     _has_st_config,
@@ -110,24 +111,6 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 # Configuration -----------------------------------------------------------------------------------
-
-
-def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int{' or None' if allow_none else ''}, got {value!r}"
-        )
-
-
-def _number(name: str, value: Any, *, low: float, strict: bool, high: float | None = None) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
-    if not ok:
-        bound = f"> {low}" if strict else f">= {low}"
-        bound += "" if high is None else f" and <= {high}"
-        raise ValueError(f"`{name}` must be a number {bound}, got {value!r}")
 
 
 @dataclass
@@ -251,7 +234,7 @@ class TrainConfig:
             raise ValueError(f"`sources` must be a list of source names, got {self.sources!r}")
         self.sources = tuple(self.sources)
         _check_sources(self.sources)
-        _positive_int("source_queries", self.source_queries, allow_none=True)
+        check_positive_int(self.source_queries, "source_queries", allow_none=True)
         if isinstance(self.data_path, os.PathLike):
             self.data_path = os.fspath(self.data_path)
         for name in ("output", "model"):
@@ -260,20 +243,20 @@ class TrainConfig:
                 setattr(self, name, os.fspath(value))
             elif not isinstance(value, str) or not value.strip():
                 raise ValueError(f"`{name}` must be a non-empty string, got {value!r}")
-        _number("epochs", self.epochs, low=0, strict=True)
-        _number("lr", self.lr, low=0, strict=True)
-        _number("warmup_ratio", self.warmup_ratio, low=0, strict=False, high=1)
-        _number("weight_decay", self.weight_decay, low=0, strict=False)
-        _positive_int("max_steps", self.max_steps, allow_none=True)
-        _positive_int("max_samples_per_task", self.max_samples_per_task, allow_none=True)
-        _positive_int("save_total_limit", self.save_total_limit, allow_none=True)
-        _number("dev_fraction", self.dev_fraction, low=0, strict=False, high=0.5)
-        _positive_int("dev_max_queries", self.dev_max_queries)
-        _positive_int("eval_steps", self.eval_steps)
+        check_number(self.epochs, "epochs", low=0, strict=True)
+        check_number(self.lr, "lr", low=0, strict=True)
+        check_number(self.warmup_ratio, "warmup_ratio", low=0, high=1)
+        check_number(self.weight_decay, "weight_decay", low=0)
+        check_positive_int(self.max_steps, "max_steps", allow_none=True)
+        check_positive_int(self.max_samples_per_task, "max_samples_per_task", allow_none=True)
+        check_positive_int(self.save_total_limit, "save_total_limit", allow_none=True)
+        check_number(self.dev_fraction, "dev_fraction", low=0, high=0.5)
+        check_positive_int(self.dev_max_queries, "dev_max_queries")
+        check_positive_int(self.eval_steps, "eval_steps")
         if isinstance(self.alphas, (int, float)) or not isinstance(self.alphas, Sequence):
             raise ValueError(f"`alphas` must be a list of numbers in [0, 1], got {self.alphas!r}")
         for alpha in self.alphas:
-            _number("alphas", alpha, low=0, strict=False, high=1)
+            check_number(alpha, "alphas", low=0, high=1)
         self.alphas = tuple(float(a) for a in self.alphas)
         if self.distillation not in (True, False, "auto"):
             raise ValueError(
@@ -285,7 +268,7 @@ class TrainConfig:
             "save_steps",
             "logging_steps",
         ):
-            _positive_int(name, getattr(self, name))
+            check_positive_int(getattr(self, name), name)
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
             raise ValueError(f"`group_size` must be an int >= 2, got {self.group_size!r}")
         if self.group_size < 2:
@@ -297,16 +280,8 @@ class TrainConfig:
             raise ValueError(f"`max_length` must be an int > 8, got {self.max_length!r}")
         if self.max_length <= 8:
             raise ValueError(f"`max_length` must be > 8 tokens, got {self.max_length}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0, got {self.seed!r}")
-        if (
-            isinstance(self.dataloader_num_workers, bool)
-            or not isinstance(self.dataloader_num_workers, int)
-            or self.dataloader_num_workers < 0
-        ):
-            raise ValueError(
-                f"`dataloader_num_workers` must be an int >= 0, got {self.dataloader_num_workers!r}"
-            )
+        check_int_at_least_zero(self.seed, "seed")
+        check_int_at_least_zero(self.dataloader_num_workers, "dataloader_num_workers")
         for name, allowed in (("precision", get_args(Precision)), ("device", get_args(Device))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}")
@@ -352,14 +327,11 @@ class TrainConfig:
         """Load a YAML config (see ``examples/train.yaml``); ``overrides`` that are not None win.
 
         Relative ``data`` and ``output`` paths are taken relative to the YAML file's folder.
+
+        Raises:
+            ImportError: Without PyYAML (the ``train`` extra), naming the ``pip install`` line.
         """
-        try:
-            import yaml
-        except ImportError as exc:
-            raise ImportError(
-                "reading a YAML training config needs PyYAML: pip install "
-                "'llm-embedder-integrations[train]'"
-            ) from exc
+        yaml = require("train", "yaml")
         path = Path(path)
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(values, dict):
