@@ -392,42 +392,49 @@ def test_multitask_loss_with_one_task_needs_no_task_column():
 # Distributed: 2 processes, gloo, CPU -------------------------------------------------------------
 
 
-def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, world: int, init_file: str, out_dir: str, body: Any) -> None:
+    """Run ``body(rank, world)`` in a gloo process group; save each loss's mean over the
+    processes and the gradients of this process's inputs."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        q_all, k_all, teacher_all = embeddings(10, n_queries=2 * world, group=G)
-        n = q_all.shape[0] // world
-        q = q_all.detach()[rank * n : (rank + 1) * n].clone().requires_grad_()
-        k = k_all.detach()[rank * n * G : (rank + 1) * n * G].clone().requires_grad_()
-        teacher = teacher_all[rank * n : (rank + 1) * n]
         results = {}
-        for name in ("contrastive", "stabilized"):
-            keys = gather_with_grad(k)
-            if name == "contrastive":
-                loss = contrastive_loss(q, keys, group_size=G, query_offset=rank * n)
-            else:
-                loss = stabilized_distillation_loss(q, keys, teacher, query_offset=rank * n)
-            gq, gk = torch.autograd.grad(loss, (q, k))
+        for name, (loss, inputs) in body(rank, world).items():
+            grads = torch.autograd.grad(loss, inputs)
             total = loss.detach().clone()
             dist.all_reduce(total)
-            results[name] = (total / world, gq, gk)
+            results[name] = (total / world, grads)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def test_gathered_keys_give_the_loss_and_gradients_of_one_big_batch(tmp_path):
+def on_processes(body: Any, world: int, tmp_path) -> list[dict[str, Any]]:
+    """The results of `_worker` on ``world`` processes, by rank."""
     import torch.multiprocessing as mp
 
-    world = 2
-    mp.spawn(
-        _distributed_worker,
-        args=(world, str(tmp_path / "init"), str(tmp_path)),
-        nprocs=world,
-        join=True,
+    args = (world, str(tmp_path / "init"), str(tmp_path), body)
+    mp.spawn(_worker, args=args, nprocs=world, join=True)
+    return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(world)]
+
+
+def _pure_losses(rank: int, world: int) -> dict[str, Any]:
+    q_all, k_all, teacher_all = embeddings(10, n_queries=2 * world, group=G)
+    n = q_all.shape[0] // world
+    q = q_all.detach()[rank * n : (rank + 1) * n].clone().requires_grad_()
+    k = k_all.detach()[rank * n * G : (rank + 1) * n * G].clone().requires_grad_()
+    teacher = teacher_all[rank * n : (rank + 1) * n]
+    contrastive = contrastive_loss(q, gather_with_grad(k), group_size=G, query_offset=rank * n)
+    stabilized = stabilized_distillation_loss(
+        q, gather_with_grad(k), teacher, query_offset=rank * n
     )
+    return {"contrastive": (contrastive, (q, k)), "stabilized": (stabilized, (q, k))}
+
+
+def test_gathered_keys_give_the_loss_and_gradients_of_one_big_batch(tmp_path):
+    world = 2
+    results = on_processes(_pure_losses, world, tmp_path)
     q, k, teacher = embeddings(10, n_queries=2 * world, group=G)
     n = q.shape[0] // world
     full = {
@@ -436,9 +443,8 @@ def test_gathered_keys_give_the_loss_and_gradients_of_one_big_batch(tmp_path):
     }
     grads = {name: torch.autograd.grad(loss, (q, k)) for name, loss in full.items()}
     for rank in range(world):
-        results = torch.load(tmp_path / f"rank{rank}.pt")
         for name, loss in full.items():
-            mean_loss, gq, gk = results[name]
+            mean_loss, (gq, gk) = results[rank][name]
             assert mean_loss.item() == pytest.approx(loss.item(), rel=1e-12)
             # Each process averages its own queries; the gathered keys sum the gradients of all
             # processes: world x the gradient of the mean over the whole batch.
@@ -465,44 +471,28 @@ def _multitask_batch(world: int):
     return columns, labels, key_ids, relevant
 
 
-def _multitask_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        columns, labels, key_ids, relevant = _multitask_batch(world)
-        rows = slice(2 * rank, 2 * rank + 2)
-        results = {}
-        for task in ("qa", "tool", "chat"):
-            local = [c[rows].clone().requires_grad_() for c in columns]
-            loss = MultiTaskLoss(torch.nn.Identity(), {task: TASK_LOSS[task]})
-            value = loss.compute_loss_from_embeddings(
-                local,
-                labels[rows],
-                tasks=[task] * 2,
-                key_ids=key_ids[rows],
-                relevant_ids=relevant[rows],
-            )
-            grads = torch.autograd.grad(value, local)
-            total = value.detach().clone()
-            dist.all_reduce(total)
-            results[task] = (total / world, grads)
-        torch.save(results, os.path.join(out_dir, f"multitask{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _multitask_losses(rank: int, world: int) -> dict[str, Any]:
+    columns, labels, key_ids, relevant = _multitask_batch(world)
+    rows = slice(2 * rank, 2 * rank + 2)
+    out = {}
+    for task in ("qa", "tool", "chat"):
+        local = [c[rows].clone().requires_grad_() for c in columns]
+        loss = MultiTaskLoss(torch.nn.Identity(), {task: TASK_LOSS[task]})
+        value = loss.compute_loss_from_embeddings(
+            local,
+            labels[rows],
+            tasks=[task] * 2,
+            key_ids=key_ids[rows],
+            relevant_ids=relevant[rows],
+        )
+        out[task] = (value, local)
+    return out
 
 
 def test_multitask_loss_across_processes_equals_one_process_with_the_whole_batch(tmp_path):
     """Keys, their ids and the false-negative mask are gathered; KL distillation gathers none."""
-    import torch.multiprocessing as mp
-
     world = 2
-    mp.spawn(
-        _multitask_worker,
-        args=(world, str(tmp_path / "init"), str(tmp_path)),
-        nprocs=world,
-        join=True,
-    )
+    results = on_processes(_multitask_losses, world, tmp_path)
     columns, labels, key_ids, relevant = _multitask_batch(world)
     for task in ("qa", "tool", "chat"):
         whole = [c.clone().requires_grad_() for c in columns]
@@ -517,7 +507,7 @@ def test_multitask_loss_across_processes_equals_one_process_with_the_whole_batch
             assert abs(value.item() - unmasked.item()) > 1e-3  # the mask matters here
         full = torch.autograd.grad(value, whole)
         for rank in range(world):
-            mean_loss, grads = torch.load(tmp_path / f"multitask{rank}.pt")[task]
+            mean_loss, grads = results[rank][task]
             assert mean_loss.item() == pytest.approx(value.item(), rel=1e-12)
             # As for the pure losses: each process's gradient is world x that of the whole mean.
             for got, reference in zip(grads, full, strict=True):
