@@ -2,28 +2,26 @@
 
 Three stages, each resumable (finished work in ``--workdir`` is reused):
 
-1. ``prepare``: the TRAIN split of each task's dataset (`TRAIN_SETS`) is converted to training
-   records, hard negatives mined by the base model; every judged document of a query is kept in
-   ``relevant_ids`` for the in-batch false-negative mask. The tasks trained by distillation (qa,
-   icl, chat, lrlm) get teacher scores from the shipped SmolLM2-135M (`score_file`, bf16 on the
-   CPU), for a capped number of queries.
-2. ``train``: three runs with the same data and settings: (d) the full recipe, (e) without
-   homogeneous batches (mixed-task batches), (f) without distillation (contrastive loss only).
+1. ``prepare``: training records from the training-scale sources of ``<data>/train``
+   (`TRAIN_SOURCES`: Natural Questions, CANARD, APIBench TorchHub, six novels) and the TRAIN split
+   of each evaluation dataset (`TRAIN_SETS`), hard negatives mined by the base model and BM25,
+   likely false negatives dropped (counts in ``data/mining.json``). For each task trained by
+   distillation (qa, icl, chat, lrlm) a sample is scored by the teacher (``--llm``, the shipped
+   SmolLM2-135M by default, in the dtype the CPU runs fastest) and the teacher's top-1 accuracy on
+   the gold positives is compared with the base model's (``data/teacher.json``); only where the
+   teacher wins is the rest scored.
+2. ``train``: (g) the full recipe with model selection: a dev split, the dev curve, the best
+   step, then the interpolation weight and instruction switch chosen per task on the dev split.
+   The same run's last checkpoint is (d), the recipe without selection. Ablations: (e) mixed-task
+   batches, (f) contrastive loss only (skipped when no task is distilled: it would be (d)).
 3. ``eval``: the TEST splits (`run_benchmark`, exact search) for (a) BM25, (b) the base model
-   without instructions, (c) with instructions, (d)-(f) the fine-tuned models with
-   instructions. One table, MRR@10 / nDCG@10 per dataset, written as markdown and JSON.
-
-Scoring is the slow part on a CPU (SmolLM2 runs ~0.3-17 candidates/s on 2 busy cores, by text
-length): a ``<stem>.scored.jsonl`` already in ``<workdir>/data`` (scored elsewhere, e.g. on a GPU
-with ``llm-embedder score``) is used as it is.
+   without instructions, (c) with instructions, and (d)-(g) as `LLMEmbedder(path)` loads them.
+   One table, MRR@10 / nDCG@10 per dataset, written as markdown and JSON.
 
 Usage:
-    python benchmarks/finetune.py --workdir runs/finetune --max-queries 300 \
-        --scored-queries 200 --epochs 2 --lr 3e-5                    # the README's table
-    python benchmarks/finetune.py --workdir runs/finetune --stage convert    # records only
-    python benchmarks/finetune.py --workdir runs/finetune --variants finetuned   # (d) only
-
-On a shared CPU, ``--threads 1`` (one torch thread) was 2-5x faster than the default here.
+    python benchmarks/finetune.py --workdir runs/finetune                  # the README's table
+    python benchmarks/finetune.py --workdir runs/finetune --stage prepare  # records only
+    python benchmarks/finetune.py --workdir runs/finetune --variants selected   # (d) and (g)
 """
 
 from __future__ import annotations
@@ -40,6 +38,7 @@ from typing import Any
 import torch
 
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
+from llm_embedder_integrations._cpu import cpu_features, teacher_dtype
 from llm_embedder_integrations.evaluation.datasets import load_dataset
 from llm_embedder_integrations.evaluation.runner import (
     TASK_DATASETS,
@@ -53,15 +52,26 @@ from llm_embedder_integrations.training import (
     LLMReward,
     TrainConfig,
     read_jsonl,
-    records_from_dataset,
     score_file,
     train,
     write_jsonl,
 )
+from llm_embedder_integrations.training.data import mine_records
+from llm_embedder_integrations.training.selection import st_encoder, teacher_quality
+from llm_embedder_integrations.training.sources import load_training_source
+from llm_embedder_integrations.training.train import _load_model
 
 logger = logging.getLogger("finetune")
 
-# (file stem, task, dataset name, loader options)
+# (file stem, task, source or dataset name, loader options)
+TRAIN_SOURCES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("nq_qed", "qa", "nq_qed", {}),
+    ("canard", "convsearch", "canard", {}),
+    ("torchhub_train", "tool", "gorilla_torchhub_train", {}),
+    ("gutenberg", "lrlm", "gutenberg", {}),
+)
+"""The training-scale sources of ``<data>/train`` (never used for testing)."""
+
 TRAIN_SETS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("xquad", "qa", "xquad", {}),
     ("torchhub", "tool", "gorilla_torchhub", {}),
@@ -71,9 +81,17 @@ TRAIN_SETS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("sni", "icl", "sni", {}),
     ("tinyshakespeare", "lrlm", "tinyshakespeare", {}),
 )
-"""The training sets: the train split of each evaluation dataset (test splits stay unseen)."""
+"""The train split of each evaluation dataset (its test split stays unseen)."""
 
-SYSTEMS = ("bm25", "base", "base+instr", "finetuned", "mixed-batches", "no-distillation")
+SYSTEMS = (
+    "bm25",
+    "base",
+    "base+instr",
+    "finetuned",
+    "mixed-batches",
+    "no-distillation",
+    "selected",
+)
 TITLES = {
     "bm25": "(a) BM25",
     "base": "(b) base",
@@ -81,6 +99,7 @@ TITLES = {
     "finetuned": "(d) fine-tuned",
     "mixed-batches": "(e) no homog.",
     "no-distillation": "(f) no distill.",
+    "selected": "(g) selected",
 }
 
 
@@ -92,60 +111,127 @@ def _spread(items: list[Any], n: int | None) -> list[Any]:
     return [items[int(i * step)] for i in range(n)]
 
 
-def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list[Path]:
-    """Convert the train splits and score the distillation tasks; return the training files."""
-    data.mkdir(parents=True, exist_ok=True)
-    encoder = LLMEmbedder(SHIPPED_MODEL, instructions=False)
-    files: list[Path] = []
-    reward: LLMReward | None = None
-    for stem, task, name, options in TRAIN_SETS:
-        distilled = TASK_LOSS[task].distillation is not None
-        cap = args.scored_queries if distilled else args.max_queries
+def _train_files(args: argparse.Namespace) -> tuple[tuple[str, str, str, dict[str, Any]], ...]:
+    return TRAIN_SETS if args.no_sources else (*TRAIN_SOURCES, *TRAIN_SETS)
+
+
+def _convert(args: argparse.Namespace, encoder: LLMEmbedder, data: Path) -> dict[str, Any]:
+    """Write ``<stem>.jsonl`` for every source and train split; return the mining counts."""
+    log_path = data / "mining.json"
+    mining: dict[str, Any] = json.loads(log_path.read_text()) if log_path.exists() else {}
+    for stem, task, name, options in _train_files(args):
         raw = data / f"{stem}.jsonl"
-        if not raw.exists():
-            started = time.perf_counter()
+        if raw.exists() and stem in mining:
+            continue
+        started = time.perf_counter()
+        if any(stem == s for s, *_ in TRAIN_SOURCES):
+            ds = load_training_source(name, **options)
+        else:
             ds = load_dataset(name, "train", **options)
-            # Twice the cap is converted: queries without an expected output are dropped.
-            ds = cap_queries(ds, None if cap is None else 2 * cap)
-            records = records_from_dataset(
-                ds,
-                encoder,
-                negatives=args.group_size - 1,
-                max_positives=1,
-                answered_only=distilled,
-            )
-            records = _spread(records, cap)
-            for record in records:
-                grades = ds.qrels.get(str(record.query_id), {})
-                record.extra["relevant_ids"] = sorted(d for d, g in grades.items() if g > 0)
-            write_jsonl(records, raw)
-            logger.info(
-                "%s: %d records in %.1f s", raw.name, len(records), time.perf_counter() - started
-            )
-        if not distilled:
-            files.append(raw)
+        distilled = TASK_LOSS[task].distillation is not None
+        # Twice the cap is converted: queries without an expected output are dropped.
+        ds = cap_queries(ds, None if args.max_queries is None else 2 * args.max_queries)
+        ds = cap_corpus(ds, args.max_docs)
+        records, stats = mine_records(
+            ds,
+            encoder,
+            negatives=args.group_size - 1,
+            max_positives=1,
+            answered_only=distilled,
+            false_negative_margin=args.false_negative_margin,
+        )
+        records = _spread(records, args.max_queries)
+        write_jsonl(records, raw)
+        mining[stem] = {
+            "task": task,
+            "records": len(records),
+            "negatives": stats.negatives,
+            "dropped": stats.dropped,
+            "seconds": time.perf_counter() - started,
+        }
+        log_path.write_text(json.dumps(mining, indent=2) + "\n")
+        logger.info("%s: %s in %.1f s", raw.name, stats, mining[stem]["seconds"])
+    return mining
+
+
+def _reward(args: argparse.Namespace, holder: dict[str, LLMReward]) -> LLMReward:
+    if "reward" not in holder:
+        dtype = args.teacher_dtype or teacher_dtype("cuda" if torch.cuda.is_available() else "cpu")
+        logger.info("teacher %s in %s", args.llm or "SmolLM2-135M (shipped)", dtype)
+        holder["reward"] = LLMReward(LocalLLM(args.llm, dtype=dtype), batch_size=8)
+    return holder["reward"]
+
+
+def _score(args: argparse.Namespace, raw: Path, out: Path, holder: dict[str, LLMReward]) -> None:
+    total = len(read_jsonl(raw))
+    done = sum(1 for _ in out.open(encoding="utf-8")) if out.exists() else 0
+    if done >= total:
+        return
+    started = time.perf_counter()
+    n = score_file(raw, out, reward=_reward(args, holder), show_progress=args.progress)
+    seconds = time.perf_counter() - started
+    candidates = sum(len(r.keys) for r in read_jsonl(raw)[done:])
+    logger.info(
+        "%s: scored %d records (%d candidates) in %.1f s, %.2f candidates/s",
+        out.name,
+        n,
+        candidates,
+        seconds,
+        candidates / max(seconds, 1e-9),
+    )
+    _append_log(raw.parent / "scoring.jsonl", out.stem, n, candidates, seconds)
+
+
+def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list[Path]:
+    """Convert, measure the teacher per task, score where it wins; return the training files."""
+    data.mkdir(parents=True, exist_ok=True)
+    encoder = LLMEmbedder(SHIPPED_MODEL, instructions=False, show_progress=args.progress)
+    _convert(args, encoder, data)
+    stems = [(stem, task) for stem, task, *_ in _train_files(args)]
+    if not score:
+        return [data / f"{stem}.jsonl" for stem, _ in stems]
+    holder: dict[str, LLMReward] = {}
+    teacher_path = data / "teacher.json"
+    teacher: dict[str, Any] = json.loads(teacher_path.read_text()) if teacher_path.exists() else {}
+    distilled = sorted({t for _, t in stems if TASK_LOSS[t].distillation is not None})
+    if set(distilled) - set(teacher):
+        # A sample of each distilled task, scored, then the teacher against the base model.
+        samples = {}
+        for stem, task in stems:
+            if task not in distilled or task in teacher:
+                continue
+            sample = data / f"{stem}.sample.jsonl"
+            if not sample.exists():
+                write_jsonl(
+                    _spread(read_jsonl(data / f"{stem}.jsonl"), args.teacher_sample), sample
+                )
+            scored = data / f"{stem}.sample.scored.jsonl"
+            _score(args, sample, scored, holder)
+            samples.setdefault(task, []).extend(read_jsonl(scored))
+        model = _load_model(TrainConfig(model=SHIPPED_MODEL), "cpu")
+        for task, records in samples.items():
+            plain = teacher_quality(records, st_encoder(model, False))[task]
+            instructed = teacher_quality(records, st_encoder(model, True))[task]
+            teacher[task] = {
+                "records": plain.records,
+                "teacher_top1": plain.teacher,
+                "base_top1": plain.student,
+                "base+instr_top1": instructed.student,
+                "distil": plain.teacher > max(plain.student, instructed.student),
+            }
+            logger.info("teacher on %s: %s", task, teacher[task])
+        teacher_path.write_text(json.dumps(teacher, indent=2) + "\n")
+    files: list[Path] = []
+    for stem, task in stems:
+        raw = data / f"{stem}.jsonl"
+        if not teacher.get(task, {}).get("distil"):
+            files.append(raw)  # trained with the contrastive loss (TrainConfig's "auto")
             continue
-        if not score:
-            continue
+        capped = data / f"{stem}.capped.jsonl"
+        if not capped.exists():
+            write_jsonl(_spread(read_jsonl(raw), args.scored_queries), capped)
         scored = data / f"{stem}.scored.jsonl"
-        total = len(read_jsonl(raw))
-        done = sum(1 for line in scored.open(encoding="utf-8")) if scored.exists() else 0
-        if done < total:
-            if reward is None:
-                reward = LLMReward(LocalLLM(dtype=args.teacher_dtype), batch_size=8)
-            started = time.perf_counter()
-            n = score_file(raw, scored, reward=reward, show_progress=args.progress)
-            seconds = time.perf_counter() - started
-            candidates = sum(len(r.keys) for r in read_jsonl(raw)[done:])
-            logger.info(
-                "%s: scored %d records (%d candidates) in %.1f s, %.2f candidates/s",
-                scored.name,
-                n,
-                candidates,
-                seconds,
-                candidates / max(seconds, 1e-9),
-            )
-            _append_log(data / "scoring.jsonl", stem, n, candidates, seconds)
+        _score(args, capped, scored, holder)
         files.append(scored)
     return files
 
@@ -156,56 +242,87 @@ def _append_log(path: Path, stem: str, records: int, candidates: int, seconds: f
         f.write(json.dumps(entry) + "\n")
 
 
-VARIANTS: dict[str, dict[str, bool]] = {
-    "finetuned": {},
-    "mixed-batches": {"homogeneous": False},
-    "no-distillation": {"distillation": False},
+VARIANTS: dict[str, dict[str, Any]] = {
+    "selected": {},
+    "mixed-batches": {"homogeneous": False, "interpolate": False, "eval_steps": 10**9},
+    "no-distillation": {"distillation": False, "interpolate": False, "eval_steps": 10**9},
 }
-"""The three training runs: the full recipe and the two ablations (same data, same settings)."""
+"""The training runs: (g) the full recipe with selection (its last checkpoint is (d)), and the
+two ablations without selection. All hold out the same dev split, so they train on the same
+records."""
+
+
+def _distilled(files: list[Path]) -> bool:
+    return any(f.name.endswith(".scored.jsonl") for f in files)
 
 
 def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:
-    """Train the three variants (a finished one is reused); return their run summaries."""
+    """Train the variants (a finished one is reused); return their run summaries."""
     summaries: dict[str, dict[str, Any]] = {}
     for name in args.variants:
-        changes = VARIANTS[name]
+        if name == "no-distillation" and not _distilled(files):
+            logger.info("(f) skipped: no task is distilled, so it would train exactly as (d)")
+            continue
         output = args.workdir / "models" / name
         summary_path = args.workdir / f"train_{name}.json"
         if summary_path.exists() and (output / "llm_embedder_training.json").exists():
             summaries[name] = json.loads(summary_path.read_text())
             continue
-        config = TrainConfig(
-            data=tuple(str(f) for f in files),
-            output=str(output),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            group_size=args.group_size,
-            lr=args.lr,
-            max_length=args.max_length,
-            save_steps=10_000,
-            logging_steps=5,
-            show_progress=args.progress,
-            **changes,
-        )
+        settings: dict[str, Any] = {
+            "data": tuple(str(f) for f in files),
+            "output": str(output),
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "group_size": args.group_size,
+            "lr": args.lr,
+            "max_length": args.max_length,
+            "save_steps": 10**9,
+            "save_total_limit": 1,
+            "logging_steps": 5,
+            "eval_steps": args.eval_steps,
+            "dev_max_queries": args.dev_queries,
+            "show_progress": args.progress,
+        }
+        config = TrainConfig(**{**settings, **VARIANTS[name]})
+        started = time.perf_counter()
         result = train(config)
         summaries[name] = {
-            "config": config.to_dict(),
             "global_step": result.global_step,
             "train_loss": result.train_loss,
             "seconds": result.seconds,
+            "total_seconds": time.perf_counter() - started,
             "queries_per_second": result.samples_per_second,
             "examples": result.examples,
             "losses": [(h["step"], h["loss"]) for h in result.log_history if "loss" in h],
+            **result.summary,
         }
         summary_path.write_text(json.dumps(summaries[name], indent=2) + "\n")
         logger.info(
-            "%s: %d steps in %.1f s, mean loss %.4f",
+            "%s: %d steps in %.1f s (%.1f s with selection), mean loss %.4f",
             name,
             result.global_step,
             result.seconds,
+            summaries[name]["total_seconds"],
             result.train_loss,
         )
     return summaries
+
+
+def _model_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """The trained systems to evaluate: (d) is the selected run's last checkpoint."""
+    paths: dict[str, Path] = {}
+    models = args.workdir / "models"
+    if "selected" in args.variants:
+        checkpoints = sorted(
+            (models / "selected").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
+        )
+        if checkpoints:
+            paths["finetuned"] = checkpoints[-1]
+        paths["selected"] = models / "selected"
+    for name in ("mixed-batches", "no-distillation"):
+        if name in args.variants and (models / name / "llm_embedder_training.json").exists():
+            paths[name] = models / name
+    return paths
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,8 +331,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "base": LLMEmbedder(SHIPPED_MODEL, instructions=False),
         "base+instr": LLMEmbedder(SHIPPED_MODEL, instructions=True),
     }
-    for name in args.variants:
-        encoder = LLMEmbedder(str(args.workdir / "models" / name))
+    for name, path in _model_paths(args).items():
+        encoder = LLMEmbedder(str(path))
         if not encoder.instructions:
             raise RuntimeError(f"{name}: the trained model did not load with its instructions")
         encoders[name] = encoder
@@ -264,20 +381,55 @@ def main(argv: list[str] | None = None) -> int:
         help="what to run (convert: the records without teacher scores)",
     )
     parser.add_argument(
-        "--max-queries", type=int, default=200, help="training queries per contrastive dataset"
+        "--max-queries", type=int, default=600, help="training queries per source or train split"
+    )
+    parser.add_argument(
+        "--max-docs",
+        type=int,
+        default=None,
+        help="documents per source searched for negatives, judged ones kept (quick runs)",
+    )
+    parser.add_argument(
+        "--no-sources",
+        action="store_true",
+        help="train on the evaluation datasets' train splits alone, not on <data>/train",
     )
     parser.add_argument(
         "--scored-queries",
         type=int,
-        default=120,
-        help="training queries per distillation dataset (each one scored by the LLM)",
+        default=200,
+        help="training queries per distilled file (each one scored by the LLM)",
+    )
+    parser.add_argument(
+        "--teacher-sample",
+        type=int,
+        default=40,
+        help="records per file scored to measure the teacher against the base model",
+    )
+    parser.add_argument(
+        "--llm",
+        default=None,
+        help="teacher: a Hugging Face causal LM name or path (default SmolLM2)",
+    )
+    parser.add_argument(
+        "--teacher-dtype",
+        default=None,
+        choices=["fp32", "bf16"],
+        help="teacher dtype (default: bf16 where the CPU or GPU runs it natively, else fp32)",
     )
     parser.add_argument("--group-size", type=int, default=4, help="keys per query (1 + negatives)")
-    parser.add_argument("--teacher-dtype", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--false-negative-margin",
+        type=float,
+        default=0.2,
+        help="drop a mined negative that the base model scores this far above the positive",
+    )
     parser.add_argument("--epochs", type=float, default=1.0, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=16, help="queries per batch")
-    parser.add_argument("--lr", type=float, default=2e-5, help="peak learning rate")
+    parser.add_argument("--lr", type=float, default=3e-5, help="peak learning rate")
     parser.add_argument("--max-length", type=int, default=128, help="training token limit")
+    parser.add_argument("--eval-steps", type=int, default=50, help="dev evaluation every N steps")
+    parser.add_argument("--dev-queries", type=int, default=100, help="dev queries per task")
     parser.add_argument(
         "--eval-queries", type=int, default=None, help="test queries per dataset (all: None)"
     )
@@ -300,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("sentence_transformers", "httpx", "bm25s"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logger.info("CPU: %s", cpu_features().summary())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,7 +29,9 @@ EXPECTED_OUTPUTS = {
     ],
     "finetune.ipynb": [
         "| qa: xquad |",
-        "| (f) no distill. |",
+        "| (g) selected |",
+        "| (d) fine-tuned |",
+        "chosen alpha",
         "image/png",
     ],
 }
