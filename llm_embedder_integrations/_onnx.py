@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import _cpu
+from ._model import embed_with_pooling_mask, pooling_mask
 
 __all__ = ["OnnxRunner", "cache_root", "weights_fingerprint"]
 
@@ -83,7 +84,8 @@ class _Graph(torch.nn.Module):
 
     The transformer sees the real attention mask; the modules after it (pooling,
     normalisation) see ``pooling_mask``, which leaves instruction tokens out of the pooling
-    for models that pool over the text alone (it equals the attention mask otherwise).
+    for models that pool over the text alone (it equals the attention mask otherwise): the
+    encoder's torch path and the training loss run the same :func:`._model.embed_with_pooling_mask`.
     """
 
     def __init__(self, st: Any, columns: tuple[str, ...]) -> None:
@@ -92,13 +94,8 @@ class _Graph(torch.nn.Module):
         self.columns = columns
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        *tokens, pooling_mask = inputs
-        first, *rest = list(self.st)
-        features = first(dict(zip(self.columns, tokens, strict=True)))
-        features["attention_mask"] = pooling_mask
-        for module in rest:
-            features = module(features)
-        return features["sentence_embedding"]
+        *tokens, mask = inputs
+        return embed_with_pooling_mask(self.st, dict(zip(self.columns, tokens, strict=True)), mask)
 
 
 def _write_atomically(path: Path, write: Any) -> None:
@@ -290,7 +287,6 @@ class OnnxRunner:
         The first ``prompt_length`` tokens of each row are left out of the pooling.
         """
         feed = {c: features[c].astype(np.int64, copy=False) for c in self.columns}
-        pooling_mask = features["attention_mask"].astype(np.int64, copy=True)
-        pooling_mask[:, :prompt_length] = 0
-        feed["pooling_mask"] = pooling_mask
+        mask = features["attention_mask"].astype(np.int64, copy=False)
+        feed["pooling_mask"] = pooling_mask(mask, prompt_length) if prompt_length else mask
         return self._session.run(None, feed)[0]

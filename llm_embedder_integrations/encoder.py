@@ -22,6 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import _cpu
+from ._model import (
+    PoolingMode,
+    build_sentence_transformer,
+    embed_with_pooling_mask,
+    embedding_dimension,
+    pooling_mask,
+    pools_instructions,
+    tokens_left_out,
+)
 from .cache import EmbeddingCache
 from .instructions import TASKS, get_instruction, prompt_name, prompts_for, task_of_prompt
 
@@ -47,7 +56,7 @@ _HUB_PROBE_SECONDS = 3.0
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
-Pooling = Literal["auto", "cls", "mean"]
+Pooling = PoolingMode
 _PRECISIONS = ("fp32", "fp16", "bf16")
 
 if TYPE_CHECKING:  # torch loads on first use, not on import
@@ -315,43 +324,6 @@ def _pick_backend(
     return dtype, backend
 
 
-def _has_st_config(source: str, local_files_only: bool) -> bool:
-    """Whether ``source`` is in sentence-transformers layout (has modules.json)."""
-    path = Path(source)
-    if path.is_dir():
-        return (path / "modules.json").is_file()
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    try:
-        hf_hub_download(source, "modules.json", local_files_only=local_files_only)
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        return False
-    return True
-
-
-def pools_instructions(st: Any) -> bool:
-    """Whether ``st`` pools over the instruction tokens too (False: over the text alone).
-
-    sentence-transformers' ``Pooling(include_prompt=False)`` leaves the prompt out of the
-    mean; this package's trainer saves mean-pooled models that way, so that an instruction
-    steers the text's token embeddings without being averaged into them (with CLS pooling, as
-    LLM-Embedder, it acts the same way through attention).
-    """
-    return all(getattr(module, "include_prompt", True) for module in st)
-
-
-def leading_tokens(tokenizer: Any, prefix: str) -> int:
-    """Tokens ``prefix`` takes at the start of a text: [CLS] and its own, not a final [SEP].
-
-    Counted as sentence-transformers counts a prompt; 0 for an empty prefix.
-    """
-    if not prefix:
-        return 0
-    ids = tokenizer(prefix)["input_ids"]
-    return len(ids) - (1 if ids and ids[-1] in set(tokenizer.all_special_ids) else 0)
-
-
 _models: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
 
@@ -362,37 +334,12 @@ def _load_sentence_transformer(
     """Load (once per process and configuration) the sentence-transformers model."""
     key = (resolved.source, str(device), dtype, pooling)
     with _models_lock:
-        if key in _models:
-            return _models[key]
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import (
-            Normalize,
-            Pooling,
-            Transformer,
-        )
-
-        kwargs: dict[str, Any] = {
-            "device": str(device),
-            "local_files_only": resolved.local_files_only,
-        }
-        if pooling == "auto" and _has_st_config(resolved.source, resolved.local_files_only):
-            st = SentenceTransformer(resolved.source, **kwargs)
-        else:
-            # A plain transformers checkpoint: CLS pooling + normalisation, as LLM-Embedder.
-            offline = {"local_files_only": resolved.local_files_only}
-            transformer = Transformer(
-                resolved.source,
-                model_kwargs=offline,
-                processor_kwargs=offline,
-                config_kwargs=offline,
-            )
-            mode = "mean" if pooling == "mean" else "cls"
-            pool = Pooling(_dimension(transformer), pooling_mode=mode)
-            st = SentenceTransformer(modules=[transformer, pool, Normalize()], **kwargs)
-        st.to(dtype)
-        st.eval()
-        _models[key] = st
-        return st
+        if key not in _models:
+            st = build_sentence_transformer(resolved, str(device), pooling)
+            st.to(dtype)
+            st.eval()
+            _models[key] = st
+        return _models[key]
 
 
 class LLMEmbedder:
@@ -469,7 +416,7 @@ class LLMEmbedder:
         self.tokenizer = self._st.tokenizer
         model_max = int(self._st.max_seq_length or 512)
         self.max_length = min(max_length, model_max) if max_length else model_max
-        self.dim = _dimension(self._st)
+        self.dim = embedding_dimension(self._st)
         # An empty saved prompt is a task the trainer chose to run without its instruction.
         saved = {
             k: v
@@ -633,14 +580,9 @@ class LLMEmbedder:
         return self._forward(batch, self._prompt_length(prefix))
 
     def _prompt_length(self, prefix: str) -> int:
-        """Leading tokens to leave out of pooling (0 when the model pools over instructions).
-
-        [CLS] and the instruction, counted as sentence-transformers counts a prompt.
-        """
-        if not prefix or self.pools_instructions:
-            return 0
+        """Leading tokens to leave out of pooling (:func:`._model.tokens_left_out`), cached."""
         if prefix not in self._prompt_lengths:
-            self._prompt_lengths[prefix] = leading_tokens(self.tokenizer, prefix)
+            self._prompt_lengths[prefix] = tokens_left_out(self._st, prefix)
         return self._prompt_lengths[prefix]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -681,8 +623,11 @@ class LLMEmbedder:
         features = self.tokenizer.pad(rows, return_tensors="pt")
         features = {k: v.to(self.device) for k, v in features.items()}
         if prompt_length:
-            features["prompt_length"] = prompt_length  # read by Pooling(include_prompt=False)
-        return self._st(features)["sentence_embedding"].float().cpu().numpy()
+            mask = pooling_mask(features["attention_mask"], prompt_length)
+            embeddings = embed_with_pooling_mask(self._st, features, mask)
+        else:
+            embeddings = self._st(features)["sentence_embedding"]
+        return embeddings.float().cpu().numpy()
 
     def save_instructions_to(self, path: str | os.PathLike[str]) -> None:
         """Write this table's prompts into a saved model's ``config_sentence_transformers.json``.
@@ -694,19 +639,6 @@ class LLMEmbedder:
         data = json.loads(config.read_text()) if config.is_file() else {}
         data["prompts"] = {**data.get("prompts", {}), **prompts_for(TASKS)}
         config.write_text(json.dumps(data, indent=2))
-
-
-def _dimension(module: Any) -> int:
-    """Output dimension of a sentence-transformers model or module (the name varies by version)."""
-    for name in (
-        "get_embedding_dimension",
-        "get_sentence_embedding_dimension",
-        "get_word_embedding_dimension",
-    ):
-        getter = getattr(type(module), name, None)
-        if getter is not None:
-            return int(getter(module))
-    raise TypeError(f"cannot tell the embedding dimension of {type(module).__name__}")
 
 
 def _count_truncated(batch: Any) -> int:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._model import embed_with_pooling_mask, pooling_mask
 from .._validation import check_int_at_least_zero, check_positive_int
 
 __all__ = [
@@ -803,19 +804,11 @@ class MultiTaskLoss(nn.Module):
     def _embed_text_only(self, features: dict[str, Tensor], lengths: list[int]) -> Tensor:
         """Embed with row i's first ``lengths[i]`` tokens left out of the pooling.
 
-        The transformer attends to every token; the modules after it see a pooling mask.
+        The transformer attends to every token; the modules after it see a pooling mask, as
+        in the encoder's torch and ONNX paths (`embed_with_pooling_mask`).
         """
-        features = {k: v for k, v in features.items() if k != "prompt_length"}
-        first, *rest = list(self.model)
-        out = first(features)
-        mask = out["attention_mask"].clone()
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        cut = torch.tensor(lengths, device=mask.device)
-        mask[positions[None, :] < cut[:, None]] = 0
-        out["attention_mask"] = mask
-        for module in rest:
-            out = module(out)
-        return out["sentence_embedding"]
+        mask = pooling_mask(features["attention_mask"], lengths)
+        return embed_with_pooling_mask(self.model, features, mask)
 
     def compute_loss_from_embeddings(
         self,

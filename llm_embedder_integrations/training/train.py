@@ -55,14 +55,9 @@ from sentence_transformers import (
 from torch import Tensor
 
 from .._imports import require
+from .._model import build_sentence_transformer, pools_instructions, tokens_left_out
 from .._validation import check_int_at_least_zero, check_number, check_positive_int
-from ..encoder import (
-    SHIPPED_MODEL,
-    _has_st_config,
-    leading_tokens,
-    pools_instructions,
-    resolve_model,
-)
+from ..encoder import SHIPPED_MODEL, resolve_model
 from ..instructions import TASKS, get_instruction, prompt_name, prompts_for
 from .data import (
     TrainingRecord,
@@ -427,33 +422,29 @@ class LLMEmbedderTrainer(SentenceTransformerTrainer):
 
 
 def instruction_token_counts(model: Any, tasks: Sequence[str]) -> dict[tuple[str, str], int]:
-    """Leading tokens of each task's query and key texts: [CLS] and the instruction.
+    """Leading tokens of each task's query and key texts that ``model``'s pooling leaves out.
 
-    The ``prompt_lengths`` of `MultiTaskLoss`, which leaves them out of a mean-pooled model's
-    pooling row by row.
+    [CLS] and the instruction for a model that pools over the text alone, 0 otherwise (the
+    encoder's rule, `tokens_left_out`): the ``prompt_lengths`` of `MultiTaskLoss`, which leaves
+    them out of the pooling row by row.
     """
     counts = {}
     for task in tasks:
         pair = get_instruction(task)
-        counts[(task, "query")] = leading_tokens(model.tokenizer, pair.query)
-        counts[(task, "key")] = leading_tokens(model.tokenizer, pair.key)
+        counts[(task, "query")] = tokens_left_out(model, pair.query)
+        counts[(task, "key")] = tokens_left_out(model, pair.key)
     return counts
 
 
 def _load_model(config: TrainConfig, device: str) -> SentenceTransformer:
-    """A fresh, trainable copy of the model (never the encoder's shared cached instance)."""
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    """A fresh, trainable copy of the model (never the encoder's shared cached instance).
 
-    resolved = resolve_model(config.model)
-    offline = {"local_files_only": resolved.local_files_only}
-    if _has_st_config(resolved.source, resolved.local_files_only):
-        model = SentenceTransformer(resolved.source, device=device, **offline)
-    else:
-        transformer = Transformer(
-            resolved.source, model_kwargs=offline, processor_kwargs=offline, config_kwargs=offline
-        )
-        pool = Pooling(transformer.get_embedding_dimension(), pooling_mode="cls")
-        model = SentenceTransformer(modules=[transformer, pool, Normalize()], device=device)
+    Built as the encoder builds it (`build_sentence_transformer`), with the instructions as
+    prompts and, unless ``config.pool_instructions``, a mean pooling over the text alone.
+    """
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    model = build_sentence_transformer(resolve_model(config.model), device)
     # The instructions the model is trained with travel in its config (`LLMEmbedder` "auto").
     model.prompts = {**(model.prompts or {}), **prompts_for(TASKS)}
     if not config.pool_instructions:
