@@ -181,6 +181,7 @@ def test_score_killed_mid_way_resumes_to_a_complete_output(tmp_path, tiny_lm, ca
     src, out = tmp_path / "train.jsonl", tmp_path / "scored.jsonl"
     write_jsonl(_records(), src)
     arguments = ["score", str(src), str(out), "--llm", str(tiny_lm), "--batch-size", "3"]
+    arguments += ["--dtype", "fp32"]  # the reference below scores in fp32
     command = [sys.executable, "-m", "llm_embedder_integrations", *arguments]
     _kill_when(
         command,
