@@ -624,6 +624,17 @@ def records_from_dataset(
     return records
 
 
+def load_source(
+    name: str, *, data_path: str | os.PathLike[str] | None = None, **options: Any
+) -> RetrievalDataset:
+    """A training source of `load_training_source`, or the train split of `load_dataset`."""
+    from .sources import TRAIN_SOURCES, load_training_source
+
+    if name in TRAIN_SOURCES:
+        return load_training_source(name, data_path=data_path, **options)
+    return load_dataset(name, "train", data_path=data_path, **options)
+
+
 def convert_dataset(
     name: str,
     encoder: LLMEmbedder,
@@ -663,14 +674,8 @@ def convert_dataset(
         >>> enc = LLMEmbedder("all-MiniLM-L6-v2")  # doctest: +SKIP
         >>> write_jsonl(convert_dataset("nq_qed", enc), "nq.train.jsonl")  # doctest: +SKIP
     """
-    from .sources import TRAIN_SOURCES, load_training_source
-
-    if name in TRAIN_SOURCES:
-        dataset = load_training_source(name, data_path=data_path, **options)
-    else:
-        dataset = load_dataset(name, "train", data_path=data_path, **options)
     return records_from_dataset(
-        dataset,
+        load_source(name, data_path=data_path, **options),
         encoder,
         negatives=negatives,
         max_positives=max_positives,

@@ -550,23 +550,22 @@ def source_records(config: TrainConfig) -> list[TrainingRecord]:
     if not config.sources:
         return []
     from ..encoder import LLMEmbedder
-    from .data import convert_dataset
+    from ..evaluation.runner import cap_queries
+    from .data import load_source, records_from_dataset
 
     encoder = LLMEmbedder(config.model, instructions=False, show_progress=config.show_progress)
     records: list[TrainingRecord] = []
     for name in config.sources:
-        found = convert_dataset(
-            name,
+        # Spread the cap over the source before mining: only the kept queries are encoded.
+        dataset = load_source(name, data_path=config.data_path, **_SOURCE_OPTIONS.get(name, {}))
+        found = records_from_dataset(
+            cap_queries(dataset, config.source_queries),
             encoder,
-            data_path=config.data_path,
             negatives=config.group_size - 1,
             max_positives=1,
-            **_SOURCE_OPTIONS.get(name, {}),
+            bm25=True,
+            false_negative_margin=0.2,
         )
-        cap = config.source_queries
-        if cap is not None and len(found) > cap:
-            step = len(found) / cap
-            found = [found[int(i * step)] for i in range(cap)]
         logger.info("source %s: %d records", name, len(found))
         records += found
     return records
