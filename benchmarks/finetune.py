@@ -10,8 +10,10 @@ Three stages, each resumable (finished work in ``--workdir`` is reused):
    SmolLM2-135M by default, in the dtype the CPU runs fastest) and the teacher's top-1 accuracy on
    the gold positives is compared with the base model's (``data/teacher.json``); only where the
    teacher wins is the rest scored.
-2. ``train``: (g) the full recipe with model selection: a dev split, the dev curve, the best
-   step, then the interpolation weight and instruction switch chosen per task on the dev split.
+2. ``train``: (g) the full recipe with model selection: a dev split per task and source (for a
+   distilled file, its queries left unscored), the dev curve, the best step, then the
+   interpolation weight and instruction switch chosen per task on the dev split, losing on none
+   of its sources.
    The same run's last checkpoint is (d), the recipe without selection. Ablations: (e) mixed-task
    batches, (f) contrastive loss only (skipped when no task is distilled: it would be (d)).
 3. ``eval``: the TEST splits (`run_benchmark`, exact search) for (a) BM25, (b) the base model
@@ -91,6 +93,7 @@ SYSTEMS = (
     "mixed-batches",
     "no-distillation",
     "selected",
+    "layer-lr-decay",
 )
 TITLES = {
     "bm25": "(a) BM25",
@@ -100,6 +103,7 @@ TITLES = {
     "mixed-batches": "(e) no homog.",
     "no-distillation": "(f) no distill.",
     "selected": "(g) selected",
+    "layer-lr-decay": "(h) (g) + layer LR decay",
 }
 
 
@@ -246,19 +250,46 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "selected": {},
     "mixed-batches": {"homogeneous": False, "interpolate": False, "eval_steps": 10**9},
     "no-distillation": {"distillation": False, "interpolate": False, "eval_steps": 10**9},
+    "layer-lr-decay": {"layer_lr_decay": 0.8},
 }
 """The training runs: (g) the full recipe with selection (its last checkpoint is (d)), and the
-two ablations without selection. All hold out the same dev split, so they train on the same
-records."""
+two ablations without selection; (h) is (g) with a lower learning rate for the lower layers
+(each layer 0.8 times the one above, the embeddings lowest), the issue's question whether a
+gentler update of the encoder body keeps what the base model knows. All hold out the same dev
+split, so they train on the same records."""
 
 
 def _distilled(files: list[Path]) -> bool:
     return any(f.name.endswith(".scored.jsonl") for f in files)
 
 
+def dev_files(args: argparse.Namespace, files: list[Path]) -> list[Path]:
+    """Dev records of the distilled files: the queries the teacher did not score.
+
+    Only ``--scored-queries`` of a distilled file's records are scored and trained on; up to
+    ``--dev-queries`` of the rest (``<stem>.dev.jsonl``) select the model instead of a share of
+    the scarce scored records. The trainer drops those whose group it trains on.
+    """
+    out = []
+    for scored in files:
+        if not scored.name.endswith(".scored.jsonl"):
+            continue
+        stem = scored.name.split(".", 1)[0]
+        path = scored.with_name(f"{stem}.dev.jsonl")
+        if not path.exists():
+            used = {r.query_id for r in read_jsonl(scored)}
+            rest = [
+                r for r in read_jsonl(scored.with_name(f"{stem}.jsonl")) if r.query_id not in used
+            ]
+            write_jsonl(_spread(rest, args.dev_queries), path)
+        out.append(path)
+    return out
+
+
 def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:
     """Train the variants (a finished one is reused); return their run summaries."""
     summaries: dict[str, dict[str, Any]] = {}
+    held_out = dev_files(args, files)
     for name in args.variants:
         if name == "no-distillation" and not _distilled(files):
             logger.info("(f) skipped: no task is distilled, so it would train exactly as (d)")
@@ -281,6 +312,7 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
             "logging_steps": 5,
             "eval_steps": args.eval_steps,
             "dev_max_queries": args.dev_queries,
+            "dev_data": tuple(str(f) for f in held_out),
             "show_progress": args.progress,
         }
         config = TrainConfig(**{**settings, **VARIANTS[name]})
@@ -319,7 +351,7 @@ def _model_paths(args: argparse.Namespace) -> dict[str, Path]:
         if checkpoints:
             paths["finetuned"] = checkpoints[-1]
         paths["selected"] = models / "selected"
-    for name in ("mixed-batches", "no-distillation"):
+    for name in ("mixed-batches", "no-distillation", "layer-lr-decay"):
         if name in args.variants and (models / name / "llm_embedder_training.json").exists():
             paths[name] = models / name
     return paths
@@ -429,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-5, help="peak learning rate")
     parser.add_argument("--max-length", type=int, default=128, help="training token limit")
     parser.add_argument("--eval-steps", type=int, default=50, help="dev evaluation every N steps")
-    parser.add_argument("--dev-queries", type=int, default=100, help="dev queries per task")
+    parser.add_argument(
+        "--dev-queries", type=int, default=100, help="dev queries per task and source at most"
+    )
     parser.add_argument(
         "--eval-queries", type=int, default=None, help="test queries per dataset (all: None)"
     )
@@ -444,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=list(VARIANTS),
         default=list(VARIANTS),
-        help="training runs to make and compare (default: all three)",
+        help="training runs to make and compare (default: all)",
     )
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -17,15 +18,23 @@ from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
 from llm_embedder_integrations.evaluation.datasets import load_dataset
 from llm_embedder_integrations.evaluation.metrics import evaluate_rankings
 from llm_embedder_integrations.training import TrainConfig, train
-from llm_embedder_integrations.training.data import TrainingRecord, mine_records
+from llm_embedder_integrations.training.data import TrainingRecord, mine_records, write_jsonl
 from llm_embedder_integrations.training.selection import (
+    choose_per_task,
     dev_datasets,
     dev_scores,
+    held_out_dev,
     interpolate,
     split_dev,
     teacher_quality,
 )
-from llm_embedder_integrations.training.train import _load_model, distillation_plan
+from llm_embedder_integrations.training.train import (
+    _examples_per_task,
+    _load_model,
+    build_trainer,
+    distillation_plan,
+    read_records,
+)
 
 
 def record(query: str, group: str, task: str = "qa", n: int = 0, **extra) -> TrainingRecord:
@@ -56,6 +65,103 @@ def test_dev_split_leaves_a_task_with_one_group_in_training():
     assert split_dev(records, fraction=0.3) == (records, [])
     with pytest.raises(ValueError, match="`fraction` must be a number > 0 and < 1, got 1.5"):
         split_dev(records, fraction=1.5)
+
+
+def test_dev_split_is_drawn_from_every_source_of_a_task():
+    # one task, two sources of unequal size: a split per task could miss the small one
+    big = [record(f"b{i}", f"b{i}", source="big") for i in range(200)]
+    small = [record(f"s{i}", f"s{i}", source="small") for i in range(30)]
+    _, dev = split_dev([*big, *small], fraction=0.1, max_queries=100)
+    assert Counter(r.extra["source"] for r in dev) == {"big": 20, "small": 3}
+    # min_queries lifts a small source's share, never past a third of its records
+    _, dev = split_dev([*big, *small], fraction=0.1, max_queries=100, min_queries=15)
+    assert Counter(r.extra["source"] for r in dev) == {"big": 20, "small": 10}
+    # a source with a dev set of its own is not split
+    train_part, dev = split_dev([*big, *small], fraction=0.1, exclude={("qa", "small")})
+    assert {r.extra["source"] for r in dev} == {"big"} and len(train_part) == 230 - 20
+    with pytest.raises(ValueError, match="`min_queries` must be a positive int or None"):
+        split_dev(big, min_queries=0)
+
+
+def test_held_out_dev_drops_groups_seen_in_training_and_caps_each_source():
+    training = [record("t0", "page-a", source="nq"), record("t1", "page-b", source="nq")]
+    given = [record(f"d{i}", f"page-{c}", source="nq") for i, c in enumerate("abcdefgh")]
+    kept = held_out_dev(given, training, max_queries=4)
+    assert len(kept) == 4 and not {r.extra["group"] for r in kept} & {"page-a", "page-b"}
+    assert kept == held_out_dev(given, training, max_queries=4)  # seeded
+    other_task = [record("x", "page-a", task="tool", source="nq")]  # same group, other task
+    assert held_out_dev(other_task, training) == other_task
+
+
+def test_dev_sets_are_scored_per_source_with_their_tasks_instructions():
+    records = [
+        record("a", "g1", task="tool", source="torchhub"),
+        record("b", "g2", task="tool", source="tensorflow"),
+        record("c", "g3", task="qa"),
+    ]
+    sets = dev_datasets(records)
+    assert sorted(sets) == ["qa", "tool/tensorflow", "tool/torchhub"]
+    assert {ds.task for ds in sets.values()} == {"qa", "tool"}
+    seen = []
+
+    def encode(texts, task, side):  # plumbing: records which task each set is encoded for
+        seen.append(task)
+        return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+    assert sorted(dev_scores(encode, sets)) == sorted(sets)
+    assert sorted(set(seen)) == ["qa", "tool"]
+
+
+def test_choice_never_trades_a_loss_on_one_source_for_a_gain_on_another():
+    # plumbing of the choice rule on hand-made dev scores (no model)
+    tasks = {"tool/torchhub": "tool", "tool/tensorflow": "tool", "qa": "qa"}
+
+    def cell(torchhub, tensorflow, qa):
+        return {"tool/torchhub": torchhub, "tool/tensorflow": tensorflow, "qa": qa}
+
+    grid = {
+        0.0: {"plain": cell(0.30, 0.40, 0.80), "instructions": cell(0.29, 0.41, 0.79)},
+        0.5: {"plain": cell(0.36, 0.41, 0.80), "instructions": cell(0.50, 0.39, 0.82)},
+        1.0: {"plain": cell(0.45, 0.35, 0.78), "instructions": cell(0.60, 0.30, 0.85)},
+    }
+    choices = choose_per_task(grid, tasks)
+    # the best tool mean (alpha 1 with instructions: 0.45) loses on tensorflow: not taken
+    tool = choices["tool"]
+    assert (tool.alpha, tool.instructions) == (0.5, False)
+    assert tool.dev == pytest.approx((0.36 + 0.41) / 2)
+    assert tool.sources["tool/tensorflow"] == {"dev": 0.41, "base_dev": 0.40, "tuned_dev": 0.30}
+    assert tool.tuned_dev == pytest.approx(0.45) and tool.base_dev == pytest.approx(0.35)
+    assert (choices["qa"].alpha, choices["qa"].instructions) == (1.0, True)
+    # a tie keeps the base: smaller alpha, then no instructions
+    flat = {a: {m: cell(0.3, 0.4, 0.8) for m in ("plain", "instructions")} for a in (0.0, 1.0)}
+    assert {(c.alpha, c.instructions) for c in choose_per_task(flat, tasks).values()} == {
+        (0.0, False)
+    }
+    with pytest.raises(ValueError, match="must hold alpha 0"):
+        choose_per_task({1.0: grid[1.0]}, tasks)
+
+
+def test_trainer_tags_sources_by_file_and_takes_a_given_dev_split(tmp_path):
+    train_file, dev_file = tmp_path / "nq.scored.jsonl", tmp_path / "nq.dev.jsonl"
+    write_jsonl([record(f"t{i}", f"page-{i}") for i in range(30)], train_file)
+    write_jsonl([record(f"d{i}", f"page-{i + 25}") for i in range(20)], dev_file)
+    assert {r.extra["source"] for r in read_records(train_file)} == {"nq"}
+    config = TrainConfig(
+        data=(str(train_file),),
+        dev_data=(str(dev_file),),
+        output=str(tmp_path / "out"),
+        model=SHIPPED_MODEL,
+        distillation=False,
+        batch_size=4,
+        group_size=3,
+        max_steps=1,
+        device="cpu",
+        show_progress=False,
+    )
+    trainer = build_trainer(config)
+    # the given dev records of pages 25-29 are trained on: dropped; nq is not split again
+    assert sorted(r.query for r in trainer.dev_records) == sorted(f"d{i}" for i in range(5, 20))
+    assert _examples_per_task(trainer.train_dataset) == {"qa": 30}
 
 
 def lookup_encoder(vectors: dict[str, list[float]]):
@@ -181,7 +287,8 @@ def test_run_logs_a_dev_curve_and_keeps_the_best_step(selected_run):
     best = max(curve, key=lambda e: e["dev_mrr@10"])
     assert result.summary["best_step"] == best["step"]
     dev = result.summary["dev_queries"]
-    assert set(dev) == {"qa", "tool"} and all(0 < n <= 24 for n in dev.values())
+    assert set(dev) == {"qa/xquad", "tool/gorilla_torchhub"}
+    assert all(0 < n <= 24 for n in dev.values())
     assert any("dev_mrr@10" in entry for entry in result.log_history)
 
 
@@ -244,3 +351,40 @@ def test_train_command_takes_sources_and_the_example_config_lists_them():
     config = TrainConfig.from_yaml(example)
     assert config.sources[:4] == ("nq_qed", "canard", "gorilla_torchhub_train", "gutenberg")
     assert config.interpolate and config.distillation == "auto" and config.dev_fraction == 0.1
+
+
+def test_layer_lr_decay_lowers_the_rate_layer_by_layer_down_to_the_embeddings(tmp_path):
+    from llm_embedder_integrations.training.train import layer_lr_scales
+
+    model = _load_model(TrainConfig(model=SHIPPED_MODEL), "cpu")
+    names = [n for n, _ in model.named_parameters()]
+    scales = layer_lr_scales(names, 0.5)
+    by_name = {n: scales[n] for n in names}
+    assert by_name["0.model.encoder.layer.5.output.dense.weight"] == 1.0  # MiniLM: 6 layers
+    assert by_name["0.model.encoder.layer.4.output.dense.weight"] == 0.5
+    assert by_name["0.model.encoder.layer.0.attention.self.query.weight"] == 0.5**5
+    assert by_name["0.model.embeddings.word_embeddings.weight"] == 0.5**6
+    assert set(layer_lr_scales(names, 1.0).values()) == {1.0}
+
+    path = tmp_path / "qa.jsonl"
+    write_jsonl([record(f"t{i}", f"g{i}") for i in range(8)], path)
+    config = TrainConfig(
+        data=(str(path),),
+        output=str(tmp_path / "out"),
+        model=SHIPPED_MODEL,
+        lr=1e-4,
+        layer_lr_decay=0.5,
+        dev_fraction=0,
+        distillation=False,
+        device="cpu",
+        show_progress=False,
+    )
+    optimizer = build_trainer(config).create_optimizer()
+    rates = sorted({round(g["lr"] / 1e-4, 6) for g in optimizer.param_groups})
+    assert rates == [round(0.5**k, 6) for k in range(6, -1, -1)]
+    decayed = {g["weight_decay"] for g in optimizer.param_groups}
+    assert decayed == {0.0, config.weight_decay}  # biases and LayerNorms stay undecayed
+    n_params = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert n_params == len(names)
+    with pytest.raises(ValueError, match="layer_lr_decay"):
+        TrainConfig(layer_lr_decay=0)

@@ -546,7 +546,7 @@ def mine_records(
                 stats.negatives[miner] += 1
                 neg.append(docs[j])
             meta = dataset.metadata.get(qid, {})
-            extra: dict[str, Any] = {"relevant_ids": sorted(relevant)}
+            extra: dict[str, Any] = {"relevant_ids": sorted(relevant), "source": dataset.name}
             if "group" in meta:
                 extra["group"] = str(meta["group"])
             records.append(

@@ -4,17 +4,19 @@ A fine-tuned embedder can come out worse than the model it started from: too lit
 teacher, or an instruction that costs a small model more than it brings. The trainer guards
 against it with what this module provides:
 
-* `split_dev` carves a dev split out of the training records, whole groups at a time (a page, a
-  dialogue, an API, a book: the records' ``group`` field), seeded.
-* `dev_datasets` turns the dev records into one small retrieval set per task (their positives and
-  hard negatives pooled into a corpus), and `dev_scores` ranks it with the package's metrics
-  (MRR@10).
+* `split_dev` carves a dev split out of the training records, per source (the records'
+  ``source`` field: a task trained on two datasets is checked on both), whole groups at a time (a
+  page, a dialogue, an API, a book: the records' ``group`` field), seeded.
+* `dev_datasets` turns the dev records into one small retrieval set per task and source (their
+  positives and hard negatives pooled into a corpus), and `dev_scores` ranks it with the
+  package's metrics (MRR@10).
 * `DevCallback` scores the dev split during training, logs the dev curve and keeps the weights of
   the best step.
 * `select_per_task` interpolates between the base and the fine-tuned weights (WiSE-FT, Wortsman et
   al. 2022: ``theta = (1 - a) * base + a * tuned``) and chooses, per task, the weight ``a`` and
-  whether the task's instructions are applied, on the dev split. ``a = 0`` without instructions is
-  the base model itself, so the choice is never worse than the base on the dev split.
+  whether the task's instructions are applied, on the dev split: the best mean over the task's
+  sources among the choices that lose on none of them. ``a = 0`` without instructions is the base
+  model itself, so the choice is never worse than the base on any source of the dev split.
 * `teacher_quality` measures how often the LLM teacher, and the student, rank a record's gold
   positive first: distillation is only worth it where the teacher is the better of the two.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +44,11 @@ __all__ = [
     "Selection",
     "TaskChoice",
     "TeacherQuality",
+    "choose_per_task",
     "dev_datasets",
     "dev_scores",
+    "dev_set_name",
+    "held_out_dev",
     "interpolate",
     "select_per_task",
     "split_dev",
@@ -55,6 +60,21 @@ logger = logging.getLogger(__name__)
 
 DEV_METRIC = "mrr@10"
 """The metric that selects checkpoints, interpolation weights and instructions."""
+
+
+def _source(record: TrainingRecord) -> str:
+    """The dataset a record comes from (its ``source`` field), or ``""`` when unknown."""
+    return str(record.extra.get("source") or "")
+
+
+def _unit(record: TrainingRecord) -> tuple[str, str]:
+    """What a dev split is drawn from, and scored on, separately: a task's records of one source."""
+    return record.task, _source(record)
+
+
+def dev_set_name(task: str, source: str) -> str:
+    """The key of a dev set in `dev_datasets` and `dev_scores`: ``task`` or ``task/source``."""
+    return f"{task}/{source}" if source else task
 
 
 def _group(record: TrainingRecord) -> str:
@@ -72,36 +92,46 @@ def split_dev(
     *,
     fraction: float = 0.1,
     max_queries: int | None = 100,
+    min_queries: int | None = None,
     seed: int = 42,
+    exclude: Collection[tuple[str, str]] = (),
 ) -> tuple[list[TrainingRecord], list[TrainingRecord]]:
-    """Split ``records`` into training and dev records, per task, whole groups at a time.
+    """Split ``records`` into training and dev records, per task and source, whole groups at a time.
 
-    Groups are shuffled with ``seed`` and moved to the dev side while its share of the task's
-    records stays within ``fraction`` (and ``max_queries``). A task with fewer than two groups,
-    or whose smallest group is over the budget, keeps all its records for training. Chat records
-    made of a ``history`` (no pooled corpus is possible) stay in training too.
+    Each task's records of one source (their ``source`` field; records without one form one
+    source) are split on their own, so a task trained on two datasets is checked on both. Groups
+    are shuffled with ``seed`` and moved to the dev side while its share stays within
+    ``fraction`` of the source's records, raised to ``min_queries`` (but never past a third of
+    them) and capped at ``max_queries``. A source with fewer than two groups, or whose smallest
+    group is over the budget, keeps all its records for training. Chat records made of a
+    ``history`` (no pooled corpus is possible) stay in training too, as do the ``(task, source)``
+    pairs in ``exclude`` (those with a dev set of their own).
 
     Returns:
         ``(train, dev)``, each in the input order.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ValueError(f"`fraction` must be a number > 0 and < 1, got {fraction!r}")
-    if max_queries is not None and (
-        isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1
-    ):
-        raise ValueError(f"`max_queries` must be a positive int or None, got {max_queries!r}")
-    by_task: dict[str, dict[str, list[int]]] = {}
+    for name, value in (("max_queries", max_queries), ("min_queries", min_queries)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
+    excluded = set(exclude)
+    by_unit: dict[tuple[str, str], dict[str, list[int]]] = {}
     for i, record in enumerate(records):
-        if record.history is None:
-            by_task.setdefault(record.task, {}).setdefault(_group(record), []).append(i)
+        if record.history is None and _unit(record) not in excluded:
+            by_unit.setdefault(_unit(record), {}).setdefault(_group(record), []).append(i)
     dev: set[int] = set()
-    for task, groups in by_task.items():
+    for (task, source), groups in by_unit.items():
         total = sum(len(v) for v in groups.values())
         budget = fraction * total
+        if min_queries is not None:
+            budget = max(budget, min(min_queries, total / 3))
         if max_queries is not None:
             budget = min(budget, max_queries)
         order = sorted(groups)
-        random.Random(f"{seed}\x00{task}").shuffle(order)
+        random.Random(f"{seed}\x00{task}\x00{source}").shuffle(order)
         taken = 0
         for group in order[:-1]:  # the last group always stays in training
             if taken + len(groups[group]) <= budget:
@@ -109,11 +139,44 @@ def split_dev(
                 taken += len(groups[group])
         if not taken:
             logger.info(
-                "%s: no dev split (too few groups for a %.0f%% share)", task, 100 * fraction
+                "%s: no dev split (too few groups for a %.0f%% share)",
+                dev_set_name(task, source),
+                100 * fraction,
             )
     train = [r for i, r in enumerate(records) if i not in dev]
     held = [r for i, r in enumerate(records) if i in dev]
     return train, held
+
+
+def held_out_dev(
+    dev_records: Sequence[TrainingRecord],
+    train_records: Sequence[TrainingRecord],
+    *,
+    max_queries: int | None = 100,
+    seed: int = 42,
+) -> list[TrainingRecord]:
+    """A dev split given apart from the training data, made safe to select on.
+
+    A dev record whose group (page, dialogue, API, book) also occurs among the training records
+    of its task and source is dropped, so the dev score does not reward memorised groups; then at
+    most ``max_queries`` records per task and source are kept (a seeded sample, input order).
+    """
+    seen = {(*_unit(r), _group(r)) for r in train_records}
+    kept: dict[tuple[str, str], list[int]] = {}
+    dropped = 0
+    for i, record in enumerate(dev_records):
+        if (*_unit(record), _group(record)) in seen or record.history is not None:
+            dropped += 1
+            continue
+        kept.setdefault(_unit(record), []).append(i)
+    if dropped:
+        logger.info("dev records dropped (their group is in the training data): %d", dropped)
+    chosen: set[int] = set()
+    for (task, source), indices in kept.items():
+        if max_queries is not None and len(indices) > max_queries:
+            indices = random.Random(f"{seed}\x00{task}\x00{source}").sample(indices, max_queries)
+        chosen.update(indices)
+    return [r for i, r in enumerate(dev_records) if i in chosen]
 
 
 def _key_id(record: TrainingRecord, index: int) -> str:
@@ -124,10 +187,12 @@ def _key_id(record: TrainingRecord, index: int) -> str:
 
 
 def dev_datasets(records: Sequence[TrainingRecord]) -> dict[str, RetrievalDataset]:
-    """One retrieval set per task: the dev queries against all their keys pooled.
+    """One retrieval set per task and source: the dev queries against all their keys pooled.
 
     A query's relevant documents are its positives and its ``relevant_ids``; every other pooled
-    key (its own hard negatives and the other queries' keys) competes with them.
+    key (its own hard negatives and the other queries' keys) competes with them. The sets are
+    keyed by `dev_set_name` (``"tool/gorilla_tensorflow"``; the task alone for records without
+    a source), and each set's ``task`` is its task.
     """
     corpora: dict[str, dict[str, str]] = {}
     queries: dict[str, dict[str, str]] = {}
@@ -135,7 +200,7 @@ def dev_datasets(records: Sequence[TrainingRecord]) -> dict[str, RetrievalDatase
     for n, record in enumerate(records):
         if record.history is not None:
             continue
-        task = record.task
+        task = dev_set_name(*_unit(record))
         corpus = corpora.setdefault(task, {})
         for i, text in enumerate(record.keys):
             corpus.setdefault(_key_id(record, i), text)
@@ -144,11 +209,12 @@ def dev_datasets(records: Sequence[TrainingRecord]) -> dict[str, RetrievalDatase
         relevant = {_key_id(record, i) for i in range(len(record.pos))}
         relevant |= {str(r) for r in record.extra.get("relevant_ids", []) if str(r) in corpus}
         qrels.setdefault(task, {})[qid] = dict.fromkeys(sorted(relevant), 1)
+    tasks = {dev_set_name(*_unit(r)): r.task for r in records}
     return {
-        task: RetrievalDataset(
-            f"dev-{task}", task, corpora[task], queries[task], qrels[task], split="test"
+        name: RetrievalDataset(
+            f"dev-{name}", tasks[name], corpora[name], queries[name], qrels[name], split="test"
         )
-        for task in sorted(queries)
+        for name in sorted(queries)
     }
 
 
@@ -183,16 +249,16 @@ def st_encoder(model: Any, instructions: bool | Mapping[str, bool], batch_size: 
 def dev_scores(
     encode: Encode, datasets: Mapping[str, RetrievalDataset], *, k: int = 10
 ) -> dict[str, float]:
-    """`DEV_METRIC` of each task's dev set, exact search over its pooled corpus."""
+    """`DEV_METRIC` of each dev set: exact search over its pooled corpus, its task's prompts."""
     out = {}
-    for task, ds in datasets.items():
+    for name, ds in datasets.items():
         qids, docs = list(ds.queries), list(ds.corpus)
-        q = encode([ds.queries[i] for i in qids], task, "query")
-        d = encode([ds.corpus[i] for i in docs], task, "key")
+        q = encode([ds.queries[i] for i in qids], ds.task, "query")
+        d = encode([ds.corpus[i] for i in docs], ds.task, "key")
         scores = q @ d.T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         run = {qid: [docs[j] for j in top[r]] for r, qid in enumerate(qids)}
-        out[task] = evaluate_rankings(run, ds.qrels, ks=(k,))[DEV_METRIC]
+        out[name] = evaluate_rankings(run, ds.qrels, ks=(k,))[DEV_METRIC]
     return out
 
 
@@ -284,12 +350,16 @@ def interpolate(
 class TaskChoice:
     """What `select_per_task` chose for one task, with the dev scores behind the choice.
 
+    The dev scores are means over the task's dev sets (one per source), each of which is in
+    ``sources``.
+
     Attributes:
         alpha: Interpolation weight of the fine-tuned weights (0: the base model).
         instructions: Whether the task's instructions are applied.
         dev: Dev `DEV_METRIC` of the choice.
         base_dev: Dev score of the base model without instructions.
         tuned_dev: Dev score of the fine-tuned model (``alpha = 1``) with instructions.
+        sources: Dev set name -> ``{"dev", "base_dev", "tuned_dev"}`` on that set alone.
     """
 
     alpha: float
@@ -297,6 +367,7 @@ class TaskChoice:
     dev: float
     base_dev: float
     tuned_dev: float
+    sources: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -305,7 +376,7 @@ class Selection:
 
     Attributes:
         tasks: Task -> its choice.
-        grid: ``{alpha: {"instructions" | "plain": {task: score}}}``.
+        grid: ``{alpha: {"instructions" | "plain": {dev set name: score}}}``.
     """
 
     tasks: dict[str, TaskChoice] = field(default_factory=dict)
@@ -335,10 +406,13 @@ def select_per_task(
 ) -> Selection:
     """Choose, per task, the interpolation weight and the instruction switch on the dev split.
 
-    Every ``alpha`` of ``alphas`` (0 is always added) is scored with and without instructions;
-    each task takes its best pair, ties going to the smaller ``alpha`` and then to no
-    instructions, so a task that gains nothing keeps the base model unchanged. ``model`` is the
-    sentence-transformers model to load the weights into; it holds ``tuned_state`` on return.
+    Every ``alpha`` of ``alphas`` (0 is always added) is scored with and without instructions on
+    every dev set. A task's choice is the pair with the best mean over its dev sets among the
+    pairs that score at least the base model (``alpha = 0``, no instructions) on each of them,
+    so a gain on one source never pays for a loss on another; ties go to the smaller ``alpha``
+    and then to no instructions, so a task that gains nothing keeps the base model unchanged.
+    ``model`` is the sentence-transformers model to load the weights into; it holds
+    ``tuned_state`` on return.
     """
     grid_alphas = sorted({0.0, *(float(a) for a in alphas)})
     for a in grid_alphas:
@@ -359,22 +433,50 @@ def select_per_task(
     finally:
         model.load_state_dict(dict(tuned_state))
         model.train(was_training)
+    selection.tasks = choose_per_task(selection.grid, {n: ds.task for n, ds in datasets.items()})
+    return selection
+
+
+def choose_per_task(
+    grid: Mapping[float, Mapping[str, Mapping[str, float]]], tasks: Mapping[str, str]
+) -> dict[str, TaskChoice]:
+    """The choice rule of `select_per_task`, on a grid of dev scores already measured.
+
+    Args:
+        grid: ``{alpha: {"instructions" | "plain": {dev set name: score}}}``; alpha 0 required.
+        tasks: Dev set name -> its task.
+    """
+    grid_alphas = sorted(grid)
+    if not grid_alphas or grid_alphas[0] != 0.0:
+        raise ValueError("the grid must hold alpha 0 (the base model)")
     top = grid_alphas[-1]
-    for task in datasets:
-        options = [
-            (selection.grid[a][mode][task], -a, mode == "plain", a, mode == "instructions")
-            for a in grid_alphas
-            for mode in ("plain", "instructions")
-        ]
-        best = max(options)
-        selection.tasks[task] = TaskChoice(
+    names_of: dict[str, list[str]] = {}
+    for name, task in tasks.items():
+        names_of.setdefault(task, []).append(name)
+    base = grid[0.0]["plain"]
+    choices = {}
+    for task, names in names_of.items():
+        options = []
+        for a in grid_alphas:
+            for mode in ("plain", "instructions"):
+                scores = grid[a][mode]
+                if all(scores[n] >= base[n] for n in names):
+                    mean = float(np.mean([scores[n] for n in names]))
+                    options.append((mean, -a, mode == "plain", a, mode == "instructions"))
+        best = max(options)  # never empty: alpha 0 without instructions is the base itself
+        chosen = grid[best[3]]["instructions" if best[4] else "plain"]
+        tuned = grid[top]["instructions"]
+        choices[task] = TaskChoice(
             alpha=best[3],
             instructions=best[4],
             dev=best[0],
-            base_dev=selection.grid[0.0]["plain"][task],
-            tuned_dev=selection.grid[top]["instructions"][task],
+            base_dev=float(np.mean([base[n] for n in names])),
+            tuned_dev=float(np.mean([tuned[n] for n in names])),
+            sources={
+                n: {"dev": chosen[n], "base_dev": base[n], "tuned_dev": tuned[n]} for n in names
+            },
         )
-    return selection
+    return choices
 
 
 @dataclass(frozen=True)

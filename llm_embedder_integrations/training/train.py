@@ -74,6 +74,8 @@ from .selection import (
     Selection,
     TeacherQuality,
     dev_datasets,
+    dev_set_name,
+    held_out_dev,
     interpolate,
     select_per_task,
     split_dev,
@@ -167,10 +169,17 @@ class TrainConfig:
         resume: True continues from the last checkpoint in ``output``; a path, from that one.
         show_progress: Show a progress bar.
         dataloader_num_workers: Worker processes that collate batches (0: in the main one).
-        dev_fraction: Share of each task's records held out as a dev split (whole groups: the
-            records' ``group`` field, else their positive), at most ``dev_max_queries`` per task;
-            0 trains on everything and turns model selection off.
-        dev_max_queries: Dev queries per task at most.
+        dev_fraction: Share of each task's records of each source held out as a dev split
+            (whole groups: the records' ``group`` field, else their positive), at least
+            ``dev_min_queries`` and at most ``dev_max_queries`` per source; 0 trains on
+            everything and turns model selection off.
+        dev_min_queries: Dev queries per source at least, where a third of its records allow
+            it (a small source's ``dev_fraction`` is too few queries to select on).
+        dev_max_queries: Dev queries per source at most.
+        dev_data: JSON Lines files of dev records given apart from the training data (records
+            left over when only part of a source is scored by the teacher, say). Their sources
+            are not split from ``data``; a record whose group is in the training data is
+            dropped.
         eval_steps: Score the dev split every this many steps (and at the end); the best
             step's weights are the fine-tuned model.
         interpolate: Choose per task, on the dev split, the interpolation weight between the base
@@ -178,6 +187,9 @@ class TrainConfig:
             saved model then never scores below its base on the dev split (`select_per_task`).
             False saves the best step's weights as they are.
         alphas: The interpolation weights tried (0, the base model, is always among them).
+        layer_lr_decay: Layer-wise learning-rate decay: the top transformer layer trains at
+            ``lr``, each one below at this factor times the one above, the embeddings lowest
+            (1, the default, is one rate for all).
     """
 
     data: tuple[str, ...] = ()
@@ -212,7 +224,10 @@ class TrainConfig:
     show_progress: bool = True
     dataloader_num_workers: int = 0
     dev_fraction: float = 0.1
+    dev_min_queries: int | None = 20
     dev_max_queries: int = 100
+    dev_data: tuple[str, ...] = ()
+    layer_lr_decay: float = 1.0
     eval_steps: int = 50
     interpolate: bool = True
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -225,6 +240,15 @@ class TrainConfig:
         ):
             raise ValueError(f"`data` must be a list of JSON Lines file paths, got {self.data!r}")
         self.data = tuple(os.fspath(p) for p in self.data)
+        if isinstance(self.dev_data, (str, os.PathLike)):
+            self.dev_data = (os.fspath(self.dev_data),)
+        if not isinstance(self.dev_data, Sequence) or not all(
+            isinstance(p, (str, os.PathLike)) for p in self.dev_data
+        ):
+            raise ValueError(
+                f"`dev_data` must be a list of JSON Lines file paths, got {self.dev_data!r}"
+            )
+        self.dev_data = tuple(os.fspath(p) for p in self.dev_data)
         if isinstance(self.sources, str) or not all(isinstance(n, str) for n in self.sources):
             raise ValueError(f"`sources` must be a list of source names, got {self.sources!r}")
         self.sources = tuple(self.sources)
@@ -246,6 +270,8 @@ class TrainConfig:
         check_positive_int(self.max_samples_per_task, "max_samples_per_task", allow_none=True)
         check_positive_int(self.save_total_limit, "save_total_limit", allow_none=True)
         check_number(self.dev_fraction, "dev_fraction", low=0, high=0.5)
+        check_number(self.layer_lr_decay, "layer_lr_decay", low=0, high=1, strict=True)
+        check_positive_int(self.dev_min_queries, "dev_min_queries", allow_none=True)
         check_positive_int(self.dev_max_queries, "dev_max_queries")
         check_positive_int(self.eval_steps, "eval_steps")
         if isinstance(self.alphas, (int, float)) or not isinstance(self.alphas, Sequence):
@@ -312,7 +338,7 @@ class TrainConfig:
         unknown = sorted(set(merged) - set(known))
         if unknown:
             raise ValueError(f"unknown training setting(s) {unknown}; known: {', '.join(known)}")
-        for name in ("data", "alphas", "sources"):
+        for name in ("data", "dev_data", "alphas", "sources"):
             if isinstance(merged.get(name), list):
                 merged[name] = tuple(merged[name])
         return cls(**merged)
@@ -337,10 +363,11 @@ class TrainConfig:
             if isinstance(values[name], str):  # PyYAML reads 2e-5 (no dot) as a string
                 with contextlib.suppress(ValueError):  # else __post_init__ quotes it
                     values[name] = float(values[name])
-        if isinstance(values.get("data"), str):
-            values["data"] = [values["data"]]
-        if isinstance(values.get("data"), list):
-            values["data"] = [str(base / p) for p in values["data"]]
+        for name in ("data", "dev_data"):
+            if isinstance(values.get(name), str):
+                values[name] = [values[name]]
+            if isinstance(values.get(name), list):
+                values[name] = [str(base / p) for p in values[name]]
         for name in ("output", "data_path"):
             if isinstance(values.get(name), str):
                 values[name] = str(base / values[name])
@@ -353,6 +380,7 @@ class TrainConfig:
         """The settings as plain data (YAML/JSON ready)."""
         out = dataclasses.asdict(self)
         out["data"] = list(self.data)
+        out["dev_data"] = list(self.dev_data)
         out["alphas"] = list(self.alphas)
         out["sources"] = list(self.sources)
         return out
@@ -419,6 +447,45 @@ class LLMEmbedderTrainer(SentenceTransformerTrainer):
             relevant_ids=meta.get("relevant_ids"),
         )
         return (loss, {}) if return_outputs else loss
+
+
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def _depths(names: Sequence[str]) -> dict[str, int]:
+    """Transformer layer of each parameter, counted from 1; 0 for the embeddings, -1 above."""
+    depth = {}
+    for name in names:
+        match = _LAYER.search(name)
+        depth[name] = int(match.group(1)) + 1 if match else 0 if ".embeddings." in name else -1
+    return depth
+
+
+def layer_lr_scales(names: Sequence[str], decay: float) -> dict[str, float]:
+    """Learning-rate factor of each parameter under layer-wise decay (Clark et al. 2020).
+
+    The top transformer layer and anything above it (pooler, dense heads) train at the full
+    rate; each layer below at ``decay`` times the one above; the embeddings at ``decay`` times
+    the lowest layer. ``decay = 1`` is one rate for all.
+    """
+    depth = _depths(names)
+    top = max(depth.values(), default=0)
+    return {n: 1.0 if d < 0 else float(decay ** (top - d)) for n, d in depth.items()}
+
+
+def layer_lr_mapping(model: Any, lr: float, decay: float) -> dict[str, float]:
+    """sentence-transformers' ``learning_rate_mapping`` (pattern -> rate) for `layer_lr_scales`."""
+    if decay == 1.0:
+        return {}
+    names = [n for n, _ in model.named_parameters()]
+    scales = layer_lr_scales(names, decay)
+    depth = _depths(names)
+    mapping = {}
+    for name, d in depth.items():
+        if d >= 0 and scales[name] != 1.0:
+            pattern = r"\.embeddings\." if d == 0 else rf"\.layers?\.{d - 1}\."
+            mapping[pattern] = lr * scales[name]
+    return mapping
 
 
 def instruction_token_counts(model: Any, tasks: Sequence[str]) -> dict[tuple[str, str], int]:
@@ -571,6 +638,26 @@ def source_records(config: TrainConfig) -> list[TrainingRecord]:
     return records
 
 
+def read_records(path: str | os.PathLike[str]) -> list[TrainingRecord]:
+    """`read_jsonl`, with each record's ``source`` defaulting to the file's name.
+
+    The source is what the dev split is drawn and scored by: the name before the first dot
+    (``nq_qed.scored.jsonl`` -> ``nq_qed``) for records that do not name their own.
+    """
+    stem = Path(path).name.split(".", 1)[0]
+    records = read_jsonl(path)
+    for record in records:
+        record.extra.setdefault("source", stem)
+    return records
+
+
+def _dev_counts(records: Sequence[TrainingRecord]) -> dict[str, int]:
+    """Dev queries per dev set (`dev_set_name`)."""
+    return dict(
+        sorted(Counter(dev_set_name(r.task, r.extra.get("source") or "") for r in records).items())
+    )
+
+
 def distillation_plan(
     config: TrainConfig, records: Sequence[TrainingRecord], model: SentenceTransformer
 ) -> tuple[dict[str, bool], dict[str, TeacherQuality]]:
@@ -660,7 +747,7 @@ def build_trainer(
             raise ValueError(
                 "no training data: set `data` (--data FILE.jsonl ...) or `sources` (--sources ...)"
             )
-        records = [r for path in config.data for r in read_jsonl(path)]
+        records = [r for path in config.data for r in read_records(path)]
         records += source_records(config)
     if not records:
         raise ValueError("no training records: the data files are empty")
@@ -668,15 +755,22 @@ def build_trainer(
     precision = _precision_flags(config, device == "cuda")
     dev_records: list[TrainingRecord] = []
     if config.dev_fraction > 0:
+        given = held_out_dev(
+            [r for path in config.dev_data for r in read_records(path)],
+            records,
+            max_queries=config.dev_max_queries,
+            seed=config.seed,
+        )
         records, dev_records = split_dev(
             records,
             fraction=config.dev_fraction,
             max_queries=config.dev_max_queries,
+            min_queries=config.dev_min_queries,
             seed=config.seed,
+            exclude={(r.task, r.extra.get("source") or "") for r in given},
         )
-        logger.info(
-            "dev split: %s", dict(sorted(Counter(r.task for r in dev_records).items())) or "none"
-        )
+        dev_records += given
+        logger.info("dev split: %s", _dev_counts(dev_records) or "none")
     model = _load_model(config, device)
     plan, quality = distillation_plan(config, records, model)
 
@@ -704,6 +798,7 @@ def build_trainer(
         dataloader_num_workers=config.dataloader_num_workers,
         prompts=prompts,
         multi_dataset_batch_sampler=HomogeneousBatchSampler,
+        learning_rate_mapping=layer_lr_mapping(model, config.lr, config.layer_lr_decay),
         ddp_find_unused_parameters=True,
         **_warmup_args(config.warmup_ratio),
         **_checkpointing_args(config.gradient_checkpointing),
@@ -794,6 +889,7 @@ def save_selected(
                 f"dev_{DEV_METRIC}": choice.dev,
                 f"base_dev_{DEV_METRIC}": choice.base_dev,
                 f"tuned_dev_{DEV_METRIC}": choice.tuned_dev,
+                "dev_sets": choice.sources,
             }
     finally:
         model.prompts = saved
@@ -886,7 +982,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
     summary = {
         "config": config.to_dict(),
         "examples": counts,
-        "dev_queries": dict(sorted(Counter(r.task for r in trainer.dev_records).items())),
+        "dev_queries": _dev_counts(trainer.dev_records),
         "distillation": trainer.distillation,
         "teacher_quality": {t: vars(q) for t, q in trainer.teacher_quality.items()},
         "dev_curve": callback.curve if callback else [],
