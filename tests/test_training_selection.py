@@ -93,6 +93,19 @@ def test_held_out_dev_drops_groups_seen_in_training_and_caps_each_source():
     assert held_out_dev(other_task, training) == other_task
 
 
+def test_training_keys_of_the_same_source_join_the_dev_pool_as_distractors():
+    dev = [record("a", "g1", source="nq", relevant_ids=["a-p", "t1-p"])]
+    training = [record(f"t{i}", f"h{i}", source="nq") for i in range(5)]
+    other = [record("x", "h9", source="xquad")]
+    (ds,) = dev_datasets(dev, [*training, *other], max_distractors=4).values()
+    assert len(ds.corpus) == 3 + 4  # its own 3 keys, 4 of the 15 training keys
+    assert not any(k.startswith("x-") for k in ds.corpus)  # another source's keys stay out
+    assert dev_datasets(dev, [*training, *other], max_distractors=4)["qa/nq"].corpus == ds.corpus
+    # a training key that is relevant to the dev query counts as relevant when it is pooled
+    (full,) = dev_datasets(dev, training, max_distractors=100).values()
+    assert len(full.corpus) == 18 and full.qrels["dev-0"] == {"a-p": 1, "t1-p": 1}
+
+
 def test_dev_sets_are_scored_per_source_with_their_tasks_instructions():
     records = [
         record("a", "g1", task="tool", source="torchhub"),

@@ -186,33 +186,63 @@ def _key_id(record: TrainingRecord, index: int) -> str:
     return "text:" + record.keys[index]
 
 
-def dev_datasets(records: Sequence[TrainingRecord]) -> dict[str, RetrievalDataset]:
+def dev_datasets(
+    records: Sequence[TrainingRecord],
+    distractors: Sequence[TrainingRecord] = (),
+    *,
+    max_distractors: int = 300,
+    seed: int = 42,
+) -> dict[str, RetrievalDataset]:
     """One retrieval set per task and source: the dev queries against all their keys pooled.
 
     A query's relevant documents are its positives and its ``relevant_ids``; every other pooled
-    key (its own hard negatives and the other queries' keys) competes with them. The sets are
+    key (its own hard negatives and the other queries' keys) competes with them. The keys of
+    ``distractors`` (the training records) of the same task and source, at most
+    ``max_distractors`` of them (a seeded sample), join the pool: the dev queries alone pool a
+    few dozen keys, where a test corpus holds thousands and ranking is far harder. The sets are
     keyed by `dev_set_name` (``"tool/gorilla_tensorflow"``; the task alone for records without
     a source), and each set's ``task`` is its task.
     """
     corpora: dict[str, dict[str, str]] = {}
     queries: dict[str, dict[str, str]] = {}
-    qrels: dict[str, dict[str, dict[str, int]]] = {}
+    wanted: dict[str, dict[str, set[str]]] = {}
     for n, record in enumerate(records):
         if record.history is not None:
             continue
-        task = dev_set_name(*_unit(record))
-        corpus = corpora.setdefault(task, {})
+        name = dev_set_name(*_unit(record))
+        corpus = corpora.setdefault(name, {})
         for i, text in enumerate(record.keys):
             corpus.setdefault(_key_id(record, i), text)
         qid = f"dev-{n}"
-        queries.setdefault(task, {})[qid] = record.query
+        queries.setdefault(name, {})[qid] = record.query
         relevant = {_key_id(record, i) for i in range(len(record.pos))}
-        relevant |= {str(r) for r in record.extra.get("relevant_ids", []) if str(r) in corpus}
-        qrels.setdefault(task, {})[qid] = dict.fromkeys(sorted(relevant), 1)
+        relevant |= {str(r) for r in record.extra.get("relevant_ids", [])}
+        wanted.setdefault(name, {})[qid] = relevant
+    extra: dict[str, dict[str, str]] = {}
+    for record in distractors:
+        name = dev_set_name(*_unit(record))
+        if name in corpora and record.history is None:
+            for i, text in enumerate(record.keys):
+                key = _key_id(record, i)
+                if key not in corpora[name]:
+                    extra.setdefault(name, {}).setdefault(key, text)
+    for name, pool in extra.items():
+        keys = sorted(pool)
+        if len(keys) > max_distractors:
+            keys = sorted(random.Random(f"{seed}\x00{name}").sample(keys, max_distractors))
+        corpora[name].update((k, pool[k]) for k in keys)
     tasks = {dev_set_name(*_unit(r)): r.task for r in records}
     return {
         name: RetrievalDataset(
-            f"dev-{name}", tasks[name], corpora[name], queries[name], qrels[name], split="test"
+            f"dev-{name}",
+            tasks[name],
+            corpora[name],
+            queries[name],
+            {
+                qid: dict.fromkeys(sorted(r for r in relevant if r in corpora[name]), 1)
+                for qid, relevant in wanted[name].items()
+            },
+            split="test",
         )
         for name in sorted(queries)
     }

@@ -817,7 +817,7 @@ def build_trainer(
     collator = TaskDataCollator(
         preprocess_fn=model.preprocess, prompts=prompts, max_length=config.max_length
     )
-    dev_sets = dev_datasets(dev_records) if dev_records else {}
+    dev_sets = dev_datasets(dev_records, records, seed=config.seed) if dev_records else {}
     callback = DevCallback(dev_sets, config.eval_steps) if dev_sets else None
     trainer = LLMEmbedderTrainer(
         model=model,
