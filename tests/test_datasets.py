@@ -159,6 +159,10 @@ def test_split_groups_are_disjoint(root, name):
     test = {m[key] for m in load(root, name, "test").metadata.values()}
     assert train and test
     assert not train & test
+    # the metadata's "group" is that grouping: a dev split carved by it mirrors the test split
+    for split in ("train", "test"):
+        for meta in load(root, name, split).metadata.values():
+            assert meta["group"] == str(meta[key])
 
 
 @pytest.mark.parametrize(("name", "options"), VARIANTS, ids=VARIANT_IDS)

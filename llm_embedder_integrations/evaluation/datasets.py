@@ -11,6 +11,8 @@ Every dataset has a deterministic train/test split (fixed seed `SPLIT_SEED`). So
 independent groups are split by group so that no group feeds both sides: XQuAD by article, Gorilla
 by API (``api_call``), LoCoMo by conversation, TREC CAsT by topic. Sizes are balanced on the number
 of queries: groups are shuffled and moved to the test side while it stays within the target share.
+Each query's metadata names its group (``"group"``), so that a dev split carved from a train split
+(`training.selection.split_dev`) is grouped the same way.
 
 Example:
     >>> ds = load_dataset("xquad", "test")  # doctest: +SKIP
@@ -303,7 +305,11 @@ def _load_xquad(root: Path, split: Split) -> RetrievalDataset:
                 qid = qa["id"]
                 queries[qid] = qa["question"]
                 qrels[qid] = {pid: 1}
-                metadata[qid] = {"title": title, "answers": [a["text"] for a in qa["answers"]]}
+                metadata[qid] = {
+                    "title": title,
+                    "group": title,
+                    "answers": [a["text"] for a in qa["answers"]],
+                }
     return RetrievalDataset(
         "xquad", "qa", corpus, queries, qrels, metadata, doc_metadata=doc_metadata, split=split
     )
@@ -400,6 +406,7 @@ def _load_gorilla(root: Path, split: Split, framework: str) -> RetrievalDataset:
         qrels[qid] = dict(by_call[call])
         metadata[qid] = {
             "api_call": call,
+            "group": call,
             "api_name": row["api_data"].get("api_name"),
             "domain": row["api_data"].get("domain"),
         }
@@ -542,6 +549,7 @@ def _load_locomo(
                 qrels[qid] = {f"{conv}/session_{n}": 1 for n in sessions}
             metadata[qid] = {
                 "conversation": conv,
+                "group": conv,
                 "filter": {"conversation": conv},
                 "category": qa.get("category"),
                 "answers": [str(qa["answer"])] if "answer" in qa else [],
@@ -630,6 +638,7 @@ def _load_trec_cast(
             qrels[qid] = {doc_id: 1}
             metadata[qid] = {
                 "topic": number,
+                "group": str(number),
                 "turn": turn["number"],
                 "raw": raw,
                 "rewrite": turn["manual_rewritten_utterance"],
