@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -27,7 +28,8 @@ import torch
 
 from llm_embedder_integrations import ChromaStore, LLMEmbedder
 from llm_embedder_integrations.evaluation import data_dir, evaluate_rankings, load_dataset
-from llm_embedder_integrations.evaluation.runner import cap_queries
+from llm_embedder_integrations.evaluation.datasets import RetrievalDataset
+from llm_embedder_integrations.evaluation.runner import cap_corpus, cap_queries
 from llm_embedder_integrations.lexical import BM25Index
 from llm_embedder_integrations.tools import ToolRouter
 
@@ -91,19 +93,42 @@ def route_latency(router: ToolRouter, requests: list[str], n: int) -> dict:
     }
 
 
+def _cap_tools(splits: dict[str, RetrievalDataset], max_tools: int | None) -> set[str] | None:
+    """The tools of a quick run: every one judged for a kept query, others up to ``max_tools``."""
+    if max_tools is None:
+        return None
+    return {doc for ds in splits.values() for doc in cap_corpus(ds, max_tools).corpus}
+
+
 def routing_rows(
-    encoder: LLMEmbedder, *, max_queries: int | None = None, latency_requests: int = 200
+    encoder: LLMEmbedder,
+    *,
+    max_queries: int | None = None,
+    max_tools: int | None = None,
+    latency_requests: int = 200,
 ) -> tuple[list[tuple], dict]:
-    """Router and BM25 scores per hub, split and tool text; route latency over TensorFlow Hub."""
+    """Router and BM25 scores per hub, split and tool text; route latency over TensorFlow Hub.
+
+    ``max_queries`` and ``max_tools`` make a quick run (the judged tools of the kept queries
+    and others up to ``max_tools``); its scores are not comparable with a full run.
+    """
     rows, latency = [], {}
     for framework in ("torchhub", "tensorflow"):
         splits = {
             s: cap_queries(load_dataset(f"gorilla_{framework}", s), max_queries)
             for s in ("test", "all")
         }
+        kept = _cap_tools(splits, max_tools)
+        if kept is not None:
+            splits = {
+                s: dataclasses.replace(ds, corpus={d: t for d, t in ds.corpus.items() if d in kept})
+                for s, ds in splits.items()
+            }
         for parameters in (False, True):
             router = ToolRouter(ChromaStore(encoder), exact=True)  # quality: exact search
             tools = gorilla_tools(framework, parameters=parameters)
+            if kept is not None:
+                tools = [t for t in tools if t["name"] in kept]
             start = time.perf_counter()
             router.add_tools(tools)
             index_s = time.perf_counter() - start
