@@ -79,6 +79,11 @@ def test_dev_split_is_drawn_from_every_source_of_a_task():
     # a source with a dev set of its own is not split
     train_part, dev = split_dev([*big, *small], fraction=0.1, exclude={("qa", "small")})
     assert {r.extra["source"] for r in dev} == {"big"} and len(train_part) == 230 - 20
+    # groups too large for the budget (long dialogues): the smallest whole one, up to a third
+    dialogues = [record(f"d{i}", f"conv{i % 4}", source="locomo") for i in range(100)]
+    _, dev = split_dev(dialogues, fraction=0.1, min_queries=20)
+    assert len(dev) == 25 and len({r.extra["group"] for r in dev}) == 1
+    assert split_dev(dialogues, fraction=0.1)[1] == []  # without a floor: none
     with pytest.raises(ValueError, match="`min_queries` must be a positive int or None"):
         split_dev(big, min_queries=0)
 

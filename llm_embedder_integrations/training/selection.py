@@ -102,10 +102,11 @@ def split_dev(
     source) are split on their own, so a task trained on two datasets is checked on both. Groups
     are shuffled with ``seed`` and moved to the dev side while its share stays within
     ``fraction`` of the source's records, raised to ``min_queries`` (but never past a third of
-    them) and capped at ``max_queries``. A source with fewer than two groups, or whose smallest
-    group is over the budget, keeps all its records for training. Chat records made of a
-    ``history`` (no pooled corpus is possible) stay in training too, as do the ``(task, source)``
-    pairs in ``exclude`` (those with a dev set of their own).
+    them) and capped at ``max_queries``. Where every group is over that budget, ``min_queries``
+    takes the smallest whole group instead if it is at most a third of the records. A source
+    with fewer than two groups, or with none small enough, keeps all its records for training.
+    Chat records made of a ``history`` (no pooled corpus is possible) stay in training too, as
+    do the ``(task, source)`` pairs in ``exclude`` (those with a dev set of their own).
 
     Returns:
         ``(train, dev)``, each in the input order.
@@ -137,6 +138,16 @@ def split_dev(
             if taken + len(groups[group]) <= budget:
                 dev.update(groups[group])
                 taken += len(groups[group])
+        smallest = min(order[:-1], key=lambda g: (len(groups[g]), order.index(g)), default=None)
+        # Large groups (long dialogues): one whole group, if it is at most a third.
+        if (
+            not taken
+            and min_queries is not None
+            and smallest is not None
+            and len(groups[smallest]) <= total / 3
+        ):
+            dev.update(groups[smallest])
+            taken = len(groups[smallest])
         if not taken:
             logger.info(
                 "%s: no dev split (too few groups for a %.0f%% share)",
