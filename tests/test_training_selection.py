@@ -73,9 +73,11 @@ def test_dev_split_is_drawn_from_every_source_of_a_task():
     small = [record(f"s{i}", f"s{i}", source="small") for i in range(30)]
     _, dev = split_dev([*big, *small], fraction=0.1, max_queries=100)
     assert Counter(r.extra["source"] for r in dev) == {"big": 20, "small": 3}
-    # min_queries lifts a small source's share, never past a third of its records
-    _, dev = split_dev([*big, *small], fraction=0.1, max_queries=100, min_queries=15)
+    # min_queries lifts a small source's share where it has three times as many records
+    _, dev = split_dev([*big, *small], fraction=0.1, max_queries=100, min_queries=10)
     assert Counter(r.extra["source"] for r in dev) == {"big": 20, "small": 10}
+    _, dev = split_dev([*big, *small], fraction=0.1, max_queries=100, min_queries=11)
+    assert Counter(r.extra["source"] for r in dev) == {"big": 20, "small": 3}
     # a source with a dev set of its own is not split
     train_part, dev = split_dev([*big, *small], fraction=0.1, exclude={("qa", "small")})
     assert {r.extra["source"] for r in dev} == {"big"} and len(train_part) == 230 - 20

@@ -218,7 +218,7 @@ def test_mining_drops_copies_and_texts_that_contain_the_positive(encoder):
     assert stats.dropped["same_text"] == 1 and stats.dropped["overlap"] == 1
     assert len(record.neg_ids) == 4 and stats.negatives["dense"] + stats.negatives["bm25"] == 4
     assert stats.negatives["bm25"] >= 1  # the two rankings take turns
-    assert record.extra == {"relevant_ids": ["gold"], "group": "geo"}
+    assert record.extra == {"relevant_ids": ["gold"], "group": "geo", "source": "mini"}
     assert str(stats).startswith("1 records") and "(2 in all)" in str(stats)
 
 

@@ -101,10 +101,11 @@ def split_dev(
     Each task's records of one source (their ``source`` field; records without one form one
     source) are split on their own, so a task trained on two datasets is checked on both. Groups
     are shuffled with ``seed`` and moved to the dev side while its share stays within
-    ``fraction`` of the source's records, raised to ``min_queries`` (but never past a third of
-    them) and capped at ``max_queries``. Where every group is over that budget, ``min_queries``
-    takes the smallest whole group instead if it is at most a third of the records. A source
-    with fewer than two groups, or with none small enough, keeps all its records for training.
+    ``fraction`` of the source's records, raised to ``min_queries`` for a source of at least
+    three times as many records, and capped at ``max_queries``. Where every group of such a
+    source is over that budget, the smallest whole group is taken instead if it is at most a
+    third of the records. A source with fewer than two groups, or with none small enough, keeps
+    all its records for training.
     Chat records made of a ``history`` (no pooled corpus is possible) stay in training too, as
     do the ``(task, source)`` pairs in ``exclude`` (those with a dev set of their own).
 
@@ -127,8 +128,9 @@ def split_dev(
     for (task, source), groups in by_unit.items():
         total = sum(len(v) for v in groups.values())
         budget = fraction * total
-        if min_queries is not None:
-            budget = max(budget, min(min_queries, total / 3))
+        floor = min_queries is not None and total >= 3 * min_queries
+        if floor:
+            budget = max(budget, min_queries)
         if max_queries is not None:
             budget = min(budget, max_queries)
         order = sorted(groups)
@@ -140,12 +142,7 @@ def split_dev(
                 taken += len(groups[group])
         smallest = min(order[:-1], key=lambda g: (len(groups[g]), order.index(g)), default=None)
         # Large groups (long dialogues): one whole group, if it is at most a third.
-        if (
-            not taken
-            and min_queries is not None
-            and smallest is not None
-            and len(groups[smallest]) <= total / 3
-        ):
+        if not taken and floor and smallest is not None and len(groups[smallest]) <= total / 3:
             dev.update(groups[smallest])
             taken = len(groups[smallest])
         if not taken:

@@ -173,8 +173,8 @@ class TrainConfig:
             (whole groups: the records' ``group`` field, else their positive), at least
             ``dev_min_queries`` and at most ``dev_max_queries`` per source; 0 trains on
             everything and turns model selection off.
-        dev_min_queries: Dev queries per source at least, where a third of its records allow
-            it (a small source's ``dev_fraction`` is too few queries to select on).
+        dev_min_queries: Dev queries per source at least, for a source of three times as many
+            records or more (a small source's ``dev_fraction`` is too few queries to select on).
         dev_max_queries: Dev queries per source at most.
         dev_data: JSON Lines files of dev records given apart from the training data (records
             left over when only part of a source is scored by the teacher, say). Their sources
