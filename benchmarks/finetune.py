@@ -312,6 +312,7 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
             "logging_steps": 5,
             "eval_steps": args.eval_steps,
             "dev_max_queries": args.dev_queries,
+            "alphas": tuple(args.alphas),
             "dev_data": tuple(str(f) for f in held_out),
             "show_progress": args.progress,
         }
@@ -463,6 +464,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-steps", type=int, default=50, help="dev evaluation every N steps")
     parser.add_argument(
         "--dev-queries", type=int, default=100, help="dev queries per task and source at most"
+    )
+    parser.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=list(TrainConfig.alphas),
+        help="interpolation weights tried per task (0, the base model, is always tried)",
     )
     parser.add_argument(
         "--eval-queries", type=int, default=None, help="test queries per dataset (all: None)"
