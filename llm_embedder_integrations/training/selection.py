@@ -48,6 +48,7 @@ __all__ = [
     "dev_datasets",
     "dev_scores",
     "dev_set_name",
+    "dev_unit",
     "held_out_dev",
     "interpolate",
     "select_per_task",
@@ -67,8 +68,8 @@ def _source(record: TrainingRecord) -> str:
     return str(record.extra.get("source") or "")
 
 
-def _unit(record: TrainingRecord) -> tuple[str, str]:
-    """What a dev split is drawn from, and scored on, separately: a task's records of one source."""
+def dev_unit(record: TrainingRecord) -> tuple[str, str]:
+    """What a dev split is drawn from, and scored on, separately: ``(task, source)``."""
     return record.task, _source(record)
 
 
@@ -122,8 +123,8 @@ def split_dev(
     excluded = set(exclude)
     by_unit: dict[tuple[str, str], dict[str, list[int]]] = {}
     for i, record in enumerate(records):
-        if record.history is None and _unit(record) not in excluded:
-            by_unit.setdefault(_unit(record), {}).setdefault(_group(record), []).append(i)
+        if record.history is None and dev_unit(record) not in excluded:
+            by_unit.setdefault(dev_unit(record), {}).setdefault(_group(record), []).append(i)
     dev: set[int] = set()
     for (task, source), groups in by_unit.items():
         total = sum(len(v) for v in groups.values())
@@ -169,14 +170,14 @@ def held_out_dev(
     of its task and source is dropped, so the dev score does not reward memorised groups; then at
     most ``max_queries`` records per task and source are kept (a seeded sample, input order).
     """
-    seen = {(*_unit(r), _group(r)) for r in train_records}
+    seen = {(*dev_unit(r), _group(r)) for r in train_records}
     kept: dict[tuple[str, str], list[int]] = {}
     dropped = 0
     for i, record in enumerate(dev_records):
-        if (*_unit(record), _group(record)) in seen or record.history is not None:
+        if (*dev_unit(record), _group(record)) in seen or record.history is not None:
             dropped += 1
             continue
-        kept.setdefault(_unit(record), []).append(i)
+        kept.setdefault(dev_unit(record), []).append(i)
     if dropped:
         logger.info("dev records dropped (their group is in the training data): %d", dropped)
     chosen: set[int] = set()
@@ -217,7 +218,7 @@ def dev_datasets(
     for n, record in enumerate(records):
         if record.history is not None:
             continue
-        name = dev_set_name(*_unit(record))
+        name = dev_set_name(*dev_unit(record))
         corpus = corpora.setdefault(name, {})
         for i, text in enumerate(record.keys):
             corpus.setdefault(_key_id(record, i), text)
@@ -228,7 +229,7 @@ def dev_datasets(
         wanted.setdefault(name, {})[qid] = relevant
     extra: dict[str, dict[str, str]] = {}
     for record in distractors:
-        name = dev_set_name(*_unit(record))
+        name = dev_set_name(*dev_unit(record))
         if name in corpora and record.history is None:
             for i, text in enumerate(record.keys):
                 key = _key_id(record, i)
@@ -239,7 +240,7 @@ def dev_datasets(
         if len(keys) > max_distractors:
             keys = sorted(random.Random(f"{seed}\x00{name}").sample(keys, max_distractors))
         corpora[name].update((k, pool[k]) for k in keys)
-    tasks = {dev_set_name(*_unit(r)): r.task for r in records}
+    tasks = {dev_set_name(*dev_unit(r)): r.task for r in records}
     return {
         name: RetrievalDataset(
             f"dev-{name}",

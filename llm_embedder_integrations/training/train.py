@@ -75,6 +75,7 @@ from .selection import (
     TeacherQuality,
     dev_datasets,
     dev_set_name,
+    dev_unit,
     held_out_dev,
     interpolate,
     select_per_task,
@@ -108,6 +109,15 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 # Configuration -----------------------------------------------------------------------------------
+
+
+def _paths(value: Any, name: str) -> tuple[str, ...]:
+    """A path or a list of paths as a tuple of strings; a clear error for anything else."""
+    if isinstance(value, (str, os.PathLike)):
+        value = (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(p, (str, os.PathLike)) for p in value):
+        raise ValueError(f"`{name}` must be a list of JSON Lines file paths, got {value!r}")
+    return tuple(os.fspath(p) for p in value)
 
 
 @dataclass
@@ -233,22 +243,8 @@ class TrainConfig:
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, (str, os.PathLike)):
-            self.data = (os.fspath(self.data),)
-        if not isinstance(self.data, Sequence) or not all(
-            isinstance(p, (str, os.PathLike)) for p in self.data
-        ):
-            raise ValueError(f"`data` must be a list of JSON Lines file paths, got {self.data!r}")
-        self.data = tuple(os.fspath(p) for p in self.data)
-        if isinstance(self.dev_data, (str, os.PathLike)):
-            self.dev_data = (os.fspath(self.dev_data),)
-        if not isinstance(self.dev_data, Sequence) or not all(
-            isinstance(p, (str, os.PathLike)) for p in self.dev_data
-        ):
-            raise ValueError(
-                f"`dev_data` must be a list of JSON Lines file paths, got {self.dev_data!r}"
-            )
-        self.dev_data = tuple(os.fspath(p) for p in self.dev_data)
+        self.data = _paths(self.data, "data")
+        self.dev_data = _paths(self.dev_data, "dev_data")
         if isinstance(self.sources, str) or not all(isinstance(n, str) for n in self.sources):
             raise ValueError(f"`sources` must be a list of source names, got {self.sources!r}")
         self.sources = tuple(self.sources)
@@ -653,9 +649,7 @@ def read_records(path: str | os.PathLike[str]) -> list[TrainingRecord]:
 
 def _dev_counts(records: Sequence[TrainingRecord]) -> dict[str, int]:
     """Dev queries per dev set (`dev_set_name`)."""
-    return dict(
-        sorted(Counter(dev_set_name(r.task, r.extra.get("source") or "") for r in records).items())
-    )
+    return dict(sorted(Counter(dev_set_name(*dev_unit(r)) for r in records).items()))
 
 
 def distillation_plan(
@@ -767,7 +761,7 @@ def build_trainer(
             max_queries=config.dev_max_queries,
             min_queries=config.dev_min_queries,
             seed=config.seed,
-            exclude={(r.task, r.extra.get("source") or "") for r in given},
+            exclude={dev_unit(r) for r in given},
         )
         dev_records += given
         logger.info("dev split: %s", _dev_counts(dev_records) or "none")
