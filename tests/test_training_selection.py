@@ -161,6 +161,70 @@ def test_choice_never_trades_a_loss_on_one_source_for_a_gain_on_another():
         choose_per_task({1.0: grid[1.0]}, tasks)
 
 
+def rule_grids(shifts):
+    """Per-query and mean grids from ``{alpha: {mode: {set: per-query shift from the base}}}``."""
+    base = {"qa": [1.0, 0.5, 0.0, 0.2] * 5, "tool/a": [0.5] * 20, "tool/b": [0.25] * 20}
+    queries = {
+        a: {
+            mode: {
+                n: {f"{n}-{i}": x + d for i, (x, d) in enumerate(zip(base[n], deltas, strict=True))}
+                for n, deltas in sets.items()
+            }
+            for mode, sets in modes.items()
+        }
+        for a, modes in shifts.items()
+    }
+    grid = {
+        a: {
+            m: {n: float(np.mean(list(v.values()))) for n, v in sets.items()}
+            for m, sets in modes.items()
+        }
+        for a, modes in queries.items()
+    }
+    return grid, queries
+
+
+def test_a_gain_within_the_dev_noise_keeps_the_simpler_choice():
+    # plumbing of the one-standard-error rule on hand-made per-query scores (no model)
+    tasks = {"qa": "qa", "tool/a": "tool", "tool/b": "tool"}
+    same = {"qa": [0.0] * 20, "tool/a": [0.0] * 20, "tool/b": [0.0] * 20}
+    # qa at alpha 1: +0.5 on 4 queries, -0.1 on 16: a mean gain of 0.02 with an SE of 0.055
+    noisy_qa = [0.5 if i % 5 == 0 else -0.1 for i in range(20)]
+    # tool at alpha 0.5: +0.1 on every query; at alpha 1 with instructions +0.11 on average
+    steady = {**same, "tool/a": [0.1] * 20, "tool/b": [0.1] * 20}
+    exact = {**same, "tool/a": [0.16] * 20, "tool/b": [0.06] * 20}
+    noisy = {**same, "tool/a": [0.36, -0.04] * 10, "tool/b": [0.06] * 20}
+
+    def shifts(top):
+        return {
+            0.0: {"plain": same, "instructions": same},
+            0.5: {"plain": steady, "instructions": steady},
+            1.0: {"plain": {**same, "qa": noisy_qa}, "instructions": top},
+        }
+
+    grid, queries = rule_grids(shifts(exact))
+    loose = choose_per_task(grid, tasks)  # the means alone: every gain is taken
+    assert (loose["qa"].alpha, loose["qa"].instructions) == (1.0, False)
+    assert (loose["tool"].alpha, loose["tool"].instructions) == (1.0, True)
+    choices = choose_per_task(grid, tasks, queries=queries, se=1.0)
+    qa = choices["qa"]  # +0.02 is within one SE of the base: the base model stays
+    assert (qa.alpha, qa.instructions) == (0.0, False)
+    assert qa.dev == pytest.approx(qa.base_dev) and qa.best_dev == pytest.approx(loose["qa"].dev)
+    assert qa.gap_se == pytest.approx(0.055, abs=0.001)
+    # alpha 0.5 trails alpha 1 by 0.01 on every single query: a real gap, alpha 1 stays
+    tool = choices["tool"]
+    assert (tool.alpha, tool.instructions, tool.gap_se) == (1.0, True, 0.0)
+    assert choose_per_task(grid, tasks, queries=queries, se=5.0)["tool"].alpha == 1.0
+    # the same mean gap made of +0.2 and -0.2 per query is noise: the simpler alpha 0.5 is taken
+    grid, queries = rule_grids(shifts(noisy))
+    tool = choose_per_task(grid, tasks, queries=queries)["tool"]
+    assert (tool.alpha, tool.instructions) == (0.5, False) and tool.gap_se > 0.01
+    # se=0 is the means-only rule
+    assert choose_per_task(grid, tasks, queries=queries, se=0)["tool"].alpha == 1.0
+    with pytest.raises(ValueError, match="`se` must be a number >= 0"):
+        choose_per_task(grid, tasks, queries=queries, se=-1)
+
+
 def test_trainer_tags_sources_by_file_and_takes_a_given_dev_split(tmp_path):
     train_file, dev_file = tmp_path / "nq.scored.jsonl", tmp_path / "nq.dev.jsonl"
     write_jsonl([record(f"t{i}", f"page-{i}") for i in range(30)], train_file)

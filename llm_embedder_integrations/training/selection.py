@@ -14,9 +14,12 @@ against it with what this module provides:
   the best step.
 * `select_per_task` interpolates between the base and the fine-tuned weights (WiSE-FT, Wortsman et
   al. 2022: ``theta = (1 - a) * base + a * tuned``) and chooses, per task, the weight ``a`` and
-  whether the task's instructions are applied, on the dev split: the best mean over the task's
-  sources among the choices that lose on none of them. ``a = 0`` without instructions is the base
-  model itself, so the choice is never worse than the base on any source of the dev split.
+  whether the task's instructions are applied, on the dev split: among the choices that lose on
+  none of the task's sources, the simplest (smallest ``a``, then no instructions) whose mean
+  over them is within one standard error of the best (the one-standard-error rule of Breiman et
+  al. 1984). ``a = 0`` without instructions is the base model itself, so the choice is never
+  worse than the base on any source of the dev split, and a gain within the dev split's noise
+  keeps the base.
 * `teacher_quality` measures how often the LLM teacher, and the student, rank a record's gold
   positive first: distillation is only worth it where the teacher is the better of the two.
 """
@@ -46,6 +49,7 @@ __all__ = [
     "TeacherQuality",
     "choose_per_task",
     "dev_datasets",
+    "dev_query_scores",
     "dev_scores",
     "dev_set_name",
     "dev_unit",
@@ -285,10 +289,10 @@ def st_encoder(model: Any, instructions: bool | Mapping[str, bool], batch_size: 
     return encode
 
 
-def dev_scores(
+def dev_query_scores(
     encode: Encode, datasets: Mapping[str, RetrievalDataset], *, k: int = 10
-) -> dict[str, float]:
-    """`DEV_METRIC` of each dev set: exact search over its pooled corpus, its task's prompts."""
+) -> dict[str, dict[str, float]]:
+    """`DEV_METRIC` of each judged query of each dev set: exact search over its pooled corpus."""
     out = {}
     for name, ds in datasets.items():
         qids, docs = list(ds.queries), list(ds.corpus)
@@ -297,8 +301,19 @@ def dev_scores(
         scores = q @ d.T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         run = {qid: [docs[j] for j in top[r]] for r, qid in enumerate(qids)}
-        out[name] = evaluate_rankings(run, ds.qrels, ks=(k,))[DEV_METRIC]
+        _, per_query = evaluate_rankings(run, ds.qrels, ks=(k,), per_query=True)
+        out[name] = {qid: values[DEV_METRIC] for qid, values in per_query.items()}
     return out
+
+
+def dev_scores(
+    encode: Encode, datasets: Mapping[str, RetrievalDataset], *, k: int = 10
+) -> dict[str, float]:
+    """`DEV_METRIC` of each dev set: the mean of `dev_query_scores` over its judged queries."""
+    return {
+        name: float(np.mean(list(values.values())))
+        for name, values in dev_query_scores(encode, datasets, k=k).items()
+    }
 
 
 def _mean(scores: Mapping[str, float]) -> float:
@@ -399,6 +414,9 @@ class TaskChoice:
         base_dev: Dev score of the base model without instructions.
         tuned_dev: Dev score of the fine-tuned model (``alpha = 1``) with instructions.
         sources: Dev set name -> ``{"dev", "base_dev", "tuned_dev"}`` on that set alone.
+        best_dev: The best dev score of the choices that lose on no source.
+        gap_se: Standard error of the paired per-query difference between that best choice and
+            this one (0 where the choice is the best, or no per-query scores were given).
     """
 
     alpha: float
@@ -407,6 +425,12 @@ class TaskChoice:
     base_dev: float
     tuned_dev: float
     sources: dict[str, dict[str, float]] = field(default_factory=dict)
+    best_dev: float = 0.0
+    gap_se: float = 0.0
+
+
+Grid = Mapping[float, Mapping[str, Mapping[str, Any]]]
+"""``{alpha: {"instructions" | "plain": {dev set name: value}}}``: a score, or per-query scores."""
 
 
 @dataclass
@@ -416,21 +440,24 @@ class Selection:
     Attributes:
         tasks: Task -> its choice.
         grid: ``{alpha: {"instructions" | "plain": {dev set name: score}}}``.
+        queries: The same grid with each dev set's per-query scores, ``{query id: score}``.
     """
 
     tasks: dict[str, TaskChoice] = field(default_factory=dict)
     grid: dict[float, dict[str, dict[str, float]]] = field(default_factory=dict)
+    queries: dict[float, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
 
     def regressed(self) -> list[str]:
         """Tasks whose fine-tuned model (``alpha = 1``) is below the base on the dev split."""
         return [t for t, c in self.tasks.items() if c.tuned_dev < c.base_dev]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for the run summary."""
+        """Plain data for the run summary (the per-query grid too, to re-run the rule on)."""
         return {
             "metric": DEV_METRIC,
             "tasks": {t: vars(c) for t, c in self.tasks.items()},
             "grid": {f"{a:.2f}": v for a, v in self.grid.items()},
+            "queries": {f"{a:.2f}": v for a, v in self.queries.items()},
         }
 
 
@@ -441,15 +468,17 @@ def select_per_task(
     datasets: Mapping[str, RetrievalDataset],
     *,
     alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    se: float = 1.0,
     batch_size: int = 64,
 ) -> Selection:
     """Choose, per task, the interpolation weight and the instruction switch on the dev split.
 
     Every ``alpha`` of ``alphas`` (0 is always added) is scored with and without instructions on
-    every dev set. A task's choice is the pair with the best mean over its dev sets among the
-    pairs that score at least the base model (``alpha = 0``, no instructions) on each of them,
-    so a gain on one source never pays for a loss on another; ties go to the smaller ``alpha``
-    and then to no instructions, so a task that gains nothing keeps the base model unchanged.
+    every query of every dev set, and `choose_per_task` applies the rule: among the pairs that
+    score at least the base model (``alpha = 0``, no instructions) on each of the task's dev
+    sets, so a gain on one source never pays for a loss on another, the simplest pair (smallest
+    ``alpha``, then no instructions) within ``se`` standard errors of the best; a task whose
+    gain is within the noise of its dev queries keeps the base model unchanged.
     ``model`` is the sentence-transformers model to load the weights into; it holds
     ``tuned_state`` on return.
     """
@@ -464,27 +493,61 @@ def select_per_task(
         for alpha in grid_alphas:
             model.load_state_dict(interpolate(base_state, tuned_state, alpha))
             with torch.no_grad():
-                selection.grid[alpha] = {
-                    "instructions": dev_scores(st_encoder(model, True, batch_size), datasets),
-                    "plain": dev_scores(st_encoder(model, False, batch_size), datasets),
+                selection.queries[alpha] = {
+                    mode: dev_query_scores(
+                        st_encoder(model, mode == "instructions", batch_size), datasets
+                    )
+                    for mode in ("instructions", "plain")
                 }
+            selection.grid[alpha] = {
+                mode: {n: _mean(values) for n, values in sets.items()}
+                for mode, sets in selection.queries[alpha].items()
+            }
             logger.info("dev %s at alpha %.2f: %s", DEV_METRIC, alpha, selection.grid[alpha])
     finally:
         model.load_state_dict(dict(tuned_state))
         model.train(was_training)
-    selection.tasks = choose_per_task(selection.grid, {n: ds.task for n, ds in datasets.items()})
+    selection.tasks = choose_per_task(
+        selection.grid,
+        {n: ds.task for n, ds in datasets.items()},
+        queries=selection.queries,
+        se=se,
+    )
     return selection
 
 
+def _gap(
+    queries: Grid, better: tuple[float, str], other: tuple[float, str], names: Sequence[str]
+) -> tuple[float, float]:
+    """Mean over ``names`` of ``better - other`` and its standard error, paired by query."""
+    means, variances = [], []
+    for name in names:
+        high, low = queries[better[0]][better[1]][name], queries[other[0]][other[1]][name]
+        diff = np.array([high[q] - low[q] for q in high], dtype=np.float64)
+        means.append(float(diff.mean()) if len(diff) else 0.0)
+        variances.append(float(diff.var(ddof=1)) / len(diff) if len(diff) > 1 else 0.0)
+    return float(np.mean(means)), float(np.sqrt(np.sum(variances)) / len(names))
+
+
 def choose_per_task(
-    grid: Mapping[float, Mapping[str, Mapping[str, float]]], tasks: Mapping[str, str]
+    grid: Grid,
+    tasks: Mapping[str, str],
+    *,
+    queries: Grid | None = None,
+    se: float = 1.0,
 ) -> dict[str, TaskChoice]:
     """The choice rule of `select_per_task`, on a grid of dev scores already measured.
 
     Args:
         grid: ``{alpha: {"instructions" | "plain": {dev set name: score}}}``; alpha 0 required.
         tasks: Dev set name -> its task.
+        queries: The same grid with per-query scores (``{dev set name: {query id: score}}``);
+            None (or ``se=0``) takes the best mean as it is.
+        se: How many standard errors of the paired per-query difference a simpler choice may
+            trail the best by and still be taken.
     """
+    if isinstance(se, bool) or not isinstance(se, (int, float)) or se < 0:
+        raise ValueError(f"`se` must be a number >= 0, got {se!r}")
     grid_alphas = sorted(grid)
     if not grid_alphas or grid_alphas[0] != 0.0:
         raise ValueError("the grid must hold alpha 0 (the base model)")
@@ -495,26 +558,53 @@ def choose_per_task(
     base = grid[0.0]["plain"]
     choices = {}
     for task, names in names_of.items():
-        options = []
-        for a in grid_alphas:
-            for mode in ("plain", "instructions"):
-                scores = grid[a][mode]
-                if all(scores[n] >= base[n] for n in names):
-                    mean = float(np.mean([scores[n] for n in names]))
-                    options.append((mean, -a, mode == "plain", a, mode == "instructions"))
-        best = max(options)  # never empty: alpha 0 without instructions is the base itself
-        chosen = grid[best[3]]["instructions" if best[4] else "plain"]
+        # simplest first: the smaller alpha, then without instructions
+        options = [
+            (a, mode)
+            for a in grid_alphas
+            for mode in ("plain", "instructions")
+            if all(grid[a][mode][n] >= base[n] for n in names)
+        ]  # never empty: alpha 0 without instructions is the base itself
+
+        def mean(option: tuple[float, str], names: list[str] = names) -> float:
+            return float(np.mean([grid[option[0]][option[1]][n] for n in names]))
+
+        best = max(options, key=lambda o: (mean(o), -options.index(o)))
+        chosen, gap_se = best, 0.0
+        if queries is not None and se > 0:
+            for option in options:
+                gap, error = _gap(queries, best, option, names)
+                if gap <= se * error:
+                    chosen, gap_se = option, error
+                    break
+        cell = grid[chosen[0]][chosen[1]]
         tuned = grid[top]["instructions"]
         choices[task] = TaskChoice(
-            alpha=best[3],
-            instructions=best[4],
-            dev=best[0],
+            alpha=chosen[0],
+            instructions=chosen[1] == "instructions",
+            dev=mean(chosen),
             base_dev=float(np.mean([base[n] for n in names])),
             tuned_dev=float(np.mean([tuned[n] for n in names])),
             sources={
-                n: {"dev": chosen[n], "base_dev": base[n], "tuned_dev": tuned[n]} for n in names
+                n: {"dev": cell[n], "base_dev": base[n], "tuned_dev": tuned[n]} for n in names
             },
+            best_dev=mean(best),
+            gap_se=gap_se,
         )
+        if chosen != best:
+            logger.info(
+                "%s: alpha %.2f%s chosen, within %.1f standard errors (%.4f) of the best dev "
+                "%s %.4f (alpha %.2f%s)",
+                task,
+                chosen[0],
+                " with instructions" if chosen[1] == "instructions" else "",
+                se,
+                gap_se,
+                DEV_METRIC,
+                mean(best),
+                best[0],
+                " with instructions" if best[1] == "instructions" else "",
+            )
     return choices
 
 

@@ -197,6 +197,10 @@ class TrainConfig:
             saved model then never scores below its base on the dev split (`select_per_task`).
             False saves the best step's weights as they are.
         alphas: The interpolation weights tried (0, the base model, is always among them).
+        selection_se: The one-standard-error rule of the choice: the simplest choice (smaller
+            weight, then no instructions) whose dev score is within this many standard errors
+            (of the paired per-query difference) of the best is taken, so a gain smaller than
+            the dev split's noise keeps the base model; 0 takes the best dev score as it is.
         layer_lr_decay: Layer-wise learning-rate decay: the top transformer layer trains at
             ``lr``, each one below at this factor times the one above, the embeddings lowest
             (1, the default, is one rate for all).
@@ -241,6 +245,7 @@ class TrainConfig:
     eval_steps: int = 50
     interpolate: bool = True
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    selection_se: float = 1.0
 
     def __post_init__(self) -> None:
         self.data = _paths(self.data, "data")
@@ -267,6 +272,7 @@ class TrainConfig:
         check_positive_int(self.save_total_limit, "save_total_limit", allow_none=True)
         check_number(self.dev_fraction, "dev_fraction", low=0, high=0.5)
         check_number(self.layer_lr_decay, "layer_lr_decay", low=0, high=1, strict=True)
+        check_number(self.selection_se, "selection_se", low=0)
         check_positive_int(self.dev_min_queries, "dev_min_queries", allow_none=True)
         check_positive_int(self.dev_max_queries, "dev_max_queries")
         check_positive_int(self.eval_steps, "eval_steps")
@@ -958,7 +964,12 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
     if trainer.is_world_process_zero():
         if callback is not None and config.interpolate:
             selection = select_per_task(
-                model, trainer.base_state, tuned, callback.datasets, alphas=config.alphas
+                model,
+                trainer.base_state,
+                tuned,
+                callback.datasets,
+                alphas=config.alphas,
+                se=config.selection_se,
             )
             _warn_regressions(selection)
             save_selected(
