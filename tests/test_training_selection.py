@@ -25,6 +25,7 @@ from llm_embedder_integrations.training.selection import (
     dev_scores,
     held_out_dev,
     interpolate,
+    select_per_task,
     split_dev,
     teacher_quality,
 )
@@ -374,6 +375,51 @@ def test_run_logs_a_dev_curve_and_keeps_the_best_step(selected_run):
     assert set(dev) == {"qa/xquad", "tool/gorilla_torchhub"}
     assert all(0 < n <= 24 for n in dev.values())
     assert any("dev_mrr@10" in entry for entry in result.log_history)
+
+
+def test_the_grid_takes_the_best_steps_dev_scores_as_alpha_one(selected_run):
+    _, result = selected_run
+    best = next(e for e in result.summary["dev_curve"] if e["step"] == result.summary["best_step"])
+    selection = result.summary["selection"]
+    cell = selection["grid"]["1.00"]["instructions"]
+    assert cell == pytest.approx({name: best[f"dev_mrr@10/{name}"] for name in cell})
+    # the per-query grid is in the summary, so the rule can be re-run on it
+    queries = selection["queries"]["1.00"]["instructions"]
+    assert {n: np.mean(list(v.values())) for n, v in queries.items()} == pytest.approx(cell)
+
+
+class CountingModel:
+    """Plumbing stand-in for a sentence-transformers model: counts its encode calls."""
+
+    def __init__(self):
+        self.training, self.calls, self.prompts = False, 0, {}
+
+    def eval(self):
+        self.training = False
+
+    def train(self, mode=True):
+        self.training = mode
+
+    def load_state_dict(self, state):
+        self.state = state
+
+    def encode(self, texts, **kwargs):
+        self.calls += 1
+        rows = np.array([[len(t), 1.0 + float(self.state["w"])] for t in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_a_known_cell_of_the_grid_is_not_encoded_again():
+    sets = dev_datasets([record("a", "g1"), record("bb", "g2"), record("c", "g3", task="tool")])
+    base, tuned = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
+    known = {n: dict.fromkeys(ds.qrels, 0.125) for n, ds in sets.items()}
+    model = CountingModel()
+    selection = select_per_task(
+        model, base, tuned, sets, alphas=(1.0,), known={(1.0, "instructions"): known}
+    )
+    assert selection.grid[1.0]["instructions"] == dict.fromkeys(sets, 0.125)
+    assert model.calls == 3 * 2 * len(sets)  # 3 cells of 4 scored, queries and keys each
+    assert model.state == tuned  # the tuned weights are back in the model
 
 
 def test_a_run_worse_than_its_base_says_so_and_saves_the_base_for_that_task(selected_run, caplog):

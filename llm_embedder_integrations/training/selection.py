@@ -342,14 +342,16 @@ class DevCallback(TrainerCallback):
         self.best_step: int | None = None
         self.best_score = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_queries: dict[str, dict[str, float]] | None = None
 
     def _score(self, model: Any, state: Any) -> None:
         if any(entry["step"] == state.global_step for entry in self.curve):
             return
         was_training = model.training
         with torch.no_grad():
-            scores = dev_scores(st_encoder(model, True, self.batch_size), self.datasets)
+            queries = dev_query_scores(st_encoder(model, True, self.batch_size), self.datasets)
         model.train(was_training)
+        scores = {name: _mean(values) for name, values in queries.items()}
         mean = _mean(scores)
         entry = {"step": state.global_step, f"dev_{DEV_METRIC}": mean}
         entry.update({f"dev_{DEV_METRIC}/{t}": s for t, s in scores.items()})
@@ -358,6 +360,7 @@ class DevCallback(TrainerCallback):
         logger.info("dev %s at step %d: %.4f %s", DEV_METRIC, state.global_step, mean, scores)
         if mean > self.best_score:
             self.best_score, self.best_step = mean, state.global_step
+            self.best_queries = queries
             self.best_state = {
                 k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
             }
@@ -470,6 +473,7 @@ def select_per_task(
     alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
     se: float = 1.0,
     batch_size: int = 64,
+    known: Mapping[tuple[float, str], Mapping[str, Mapping[str, float]]] | None = None,
 ) -> Selection:
     """Choose, per task, the interpolation weight and the instruction switch on the dev split.
 
@@ -480,8 +484,11 @@ def select_per_task(
     ``alpha``, then no instructions) within ``se`` standard errors of the best; a task whose
     gain is within the noise of its dev queries keeps the base model unchanged.
     ``model`` is the sentence-transformers model to load the weights into; it holds
-    ``tuned_state`` on return.
+    ``tuned_state`` on return. ``known`` gives cells already scored, ``{(alpha, mode):
+    per-query scores}`` (the dev callback's best step is ``(1.0, "instructions")``), which are
+    not encoded again.
     """
+    known = known or {}
     grid_alphas = sorted({0.0, *(float(a) for a in alphas)})
     for a in grid_alphas:
         if not 0 <= a <= 1:
@@ -491,10 +498,14 @@ def select_per_task(
     model.eval()
     try:
         for alpha in grid_alphas:
-            model.load_state_dict(interpolate(base_state, tuned_state, alpha))
+            modes = [m for m in ("instructions", "plain") if (alpha, m) not in known]
+            if modes:
+                model.load_state_dict(interpolate(base_state, tuned_state, alpha))
             with torch.no_grad():
                 selection.queries[alpha] = {
-                    mode: dev_query_scores(
+                    mode: {n: dict(v) for n, v in known[alpha, mode].items()}
+                    if (alpha, mode) in known
+                    else dev_query_scores(
                         st_encoder(model, mode == "instructions", batch_size), datasets
                     )
                     for mode in ("instructions", "plain")
