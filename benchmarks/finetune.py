@@ -312,6 +312,7 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
             "logging_steps": 5,
             "eval_steps": args.eval_steps,
             "dev_max_queries": args.dev_queries,
+            "dev_distractors": args.dev_distractors,
             "alphas": tuple(args.alphas),
             "dev_data": tuple(str(f) for f in held_out),
             "show_progress": args.progress,
@@ -464,6 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-steps", type=int, default=50, help="dev evaluation every N steps")
     parser.add_argument(
         "--dev-queries", type=int, default=100, help="dev queries per task and source at most"
+    )
+    parser.add_argument(
+        "--dev-distractors",
+        type=int,
+        default=TrainConfig.dev_distractors,
+        help="training keys of the same source pooled into each dev set, at most",
     )
     parser.add_argument(
         "--alphas",

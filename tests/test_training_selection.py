@@ -247,6 +247,14 @@ def test_trainer_tags_sources_by_file_and_takes_a_given_dev_split(tmp_path):
     # the given dev records of pages 25-29 are trained on: dropped; nq is not split again
     assert sorted(r.query for r in trainer.dev_records) == sorted(f"d{i}" for i in range(5, 20))
     assert _examples_per_task(trainer.train_dataset) == {"qa": 30}
+    # 15 dev queries x 3 keys, and at most `dev_distractors` of the 90 training keys
+    (pool,) = trainer.dev_callback.datasets.values()
+    assert len(pool.corpus) == 45 + 90
+    config.dev_distractors = 5
+    (pool,) = build_trainer(config).dev_callback.datasets.values()
+    assert len(pool.corpus) == 45 + 5
+    with pytest.raises(ValueError, match="dev_distractors"):
+        TrainConfig(dev_distractors=-1)
 
 
 def lookup_encoder(vectors: dict[str, list[float]]):

@@ -186,6 +186,8 @@ class TrainConfig:
         dev_min_queries: Dev queries per source at least, for a source of three times as many
             records or more (a small source's ``dev_fraction`` is too few queries to select on).
         dev_max_queries: Dev queries per source at most.
+        dev_distractors: Training keys of the same source pooled into each dev set, at most:
+            a few dozen dev keys alone make ranking far easier than a test corpus does.
         dev_data: JSON Lines files of dev records given apart from the training data (records
             left over when only part of a source is scored by the teacher, say). Their sources
             are not split from ``data``; a record whose group is in the training data is
@@ -240,6 +242,7 @@ class TrainConfig:
     dev_fraction: float = 0.1
     dev_min_queries: int | None = 20
     dev_max_queries: int = 100
+    dev_distractors: int = 300
     dev_data: tuple[str, ...] = ()
     layer_lr_decay: float = 1.0
     eval_steps: int = 50
@@ -275,6 +278,7 @@ class TrainConfig:
         check_number(self.selection_se, "selection_se", low=0)
         check_positive_int(self.dev_min_queries, "dev_min_queries", allow_none=True)
         check_positive_int(self.dev_max_queries, "dev_max_queries")
+        check_int_at_least_zero(self.dev_distractors, "dev_distractors")
         check_positive_int(self.eval_steps, "eval_steps")
         if isinstance(self.alphas, (int, float)) or not isinstance(self.alphas, Sequence):
             raise ValueError(f"`alphas` must be a list of numbers in [0, 1], got {self.alphas!r}")
@@ -817,7 +821,11 @@ def build_trainer(
     collator = TaskDataCollator(
         preprocess_fn=model.preprocess, prompts=prompts, max_length=config.max_length
     )
-    dev_sets = dev_datasets(dev_records, records, seed=config.seed) if dev_records else {}
+    dev_sets = (
+        dev_datasets(dev_records, records, max_distractors=config.dev_distractors, seed=config.seed)
+        if dev_records
+        else {}
+    )
     callback = DevCallback(dev_sets, config.eval_steps) if dev_sets else None
     trainer = LLMEmbedderTrainer(
         model=model,
