@@ -310,14 +310,16 @@ def dev_scores(
     encode: Encode, datasets: Mapping[str, RetrievalDataset], *, k: int = 10
 ) -> dict[str, float]:
     """`DEV_METRIC` of each dev set: the mean of `dev_query_scores` over its judged queries."""
-    return {
-        name: float(np.mean(list(values.values())))
-        for name, values in dev_query_scores(encode, datasets, k=k).items()
-    }
+    return _set_means(dev_query_scores(encode, datasets, k=k))
 
 
 def _mean(scores: Mapping[str, float]) -> float:
     return float(np.mean(list(scores.values()))) if scores else 0.0
+
+
+def _set_means(queries: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each dev set's mean of its per-query scores."""
+    return {name: _mean(values) for name, values in queries.items()}
 
 
 class DevCallback(TrainerCallback):
@@ -351,7 +353,7 @@ class DevCallback(TrainerCallback):
         with torch.no_grad():
             queries = dev_query_scores(st_encoder(model, True, self.batch_size), self.datasets)
         model.train(was_training)
-        scores = {name: _mean(values) for name, values in queries.items()}
+        scores = _set_means(queries)
         mean = _mean(scores)
         entry = {"step": state.global_step, f"dev_{DEV_METRIC}": mean}
         entry.update({f"dev_{DEV_METRIC}/{t}": s for t, s in scores.items()})
@@ -498,8 +500,7 @@ def select_per_task(
     model.eval()
     try:
         for alpha in grid_alphas:
-            modes = [m for m in ("instructions", "plain") if (alpha, m) not in known]
-            if modes:
+            if any((alpha, m) not in known for m in ("instructions", "plain")):
                 model.load_state_dict(interpolate(base_state, tuned_state, alpha))
             with torch.no_grad():
                 selection.queries[alpha] = {
@@ -511,8 +512,7 @@ def select_per_task(
                     for mode in ("instructions", "plain")
                 }
             selection.grid[alpha] = {
-                mode: {n: _mean(values) for n, values in sets.items()}
-                for mode, sets in selection.queries[alpha].items()
+                mode: _set_means(sets) for mode, sets in selection.queries[alpha].items()
             }
             logger.info("dev %s at alpha %.2f: %s", DEV_METRIC, alpha, selection.grid[alpha])
     finally:

@@ -980,7 +980,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
                 se=config.selection_se,
                 # the best step's dev scores are those of alpha 1 with instructions
                 known={(1.0, "instructions"): callback.best_queries}
-                if callback.best_state is not None and callback.best_queries is not None
+                if callback.best_queries is not None
                 else None,
             )
             _warn_regressions(selection)
