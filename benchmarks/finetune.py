@@ -8,12 +8,13 @@ Three stages, each resumable (finished work in ``--workdir`` is reused):
    likely false negatives dropped (counts in ``data/mining.json``). For each task trained by
    distillation (qa, icl, chat, lrlm) a sample is scored by the teacher (``--llm``, the shipped
    SmolLM2-135M by default, in the dtype the CPU runs fastest) and the teacher's top-1 accuracy on
-   the gold positives is compared with the base model's (``data/teacher.json``); only where the
-   teacher wins is the rest scored.
-2. ``train``: (g) the full recipe with model selection: a dev split per task and source (for a
-   distilled file, its queries left unscored), the dev curve, the best step, then the
-   interpolation weight and instruction switch chosen per task on the dev split, losing on none
-   of its sources.
+   the gold positives is compared with the base model's (``data/teacher.json``). Where the
+   teacher wins, the file's dev split is held out first (whole groups, ``--dev-fraction``), then
+   ``--scored-queries`` of its training records are scored; they train by distillation and its
+   other training records by the contrastive loss.
+2. ``train``: (g) the full recipe with model selection: a dev split per task and source, the
+   dev curve, the best step, then the interpolation weight and instruction switch chosen per
+   task on the dev split, losing on none of its sources.
    The same run's last checkpoint is (d), the recipe without selection. Ablations: (e) mixed-task
    batches, (f) contrastive loss only (skipped when no task is distilled: it would be (d)).
 3. ``eval``: the TEST splits (`run_benchmark`, exact search) for (a) BM25, (b) the base model
@@ -59,7 +60,7 @@ from llm_embedder_integrations.training import (
     write_jsonl,
 )
 from llm_embedder_integrations.training.data import mine_records
-from llm_embedder_integrations.training.selection import st_encoder, teacher_quality
+from llm_embedder_integrations.training.selection import split_dev, st_encoder, teacher_quality
 from llm_embedder_integrations.training.sources import load_training_source
 from llm_embedder_integrations.training.train import _load_model
 
@@ -231,13 +232,48 @@ def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list
         if not teacher.get(task, {}).get("distil"):
             files.append(raw)  # trained with the contrastive loss (TrainConfig's "auto")
             continue
+        kept = _split_distilled(args, raw)
         capped = data / f"{stem}.capped.jsonl"
         if not capped.exists():
-            write_jsonl(_spread(read_jsonl(raw), args.scored_queries), capped)
+            write_jsonl(_spread(read_jsonl(kept), args.scored_queries), capped)
         scored = data / f"{stem}.scored.jsonl"
         _score(args, capped, scored, holder)
-        files.append(scored)
+        files.append(_merge_scored(kept, scored, data / f"{stem}{DISTILLED}"))
     return files
+
+
+DISTILLED = ".distil.jsonl"
+"""Suffix of a distilled file's training records: the scored ones and the unscored rest."""
+
+
+def _split_distilled(args: argparse.Namespace, raw: Path) -> Path:
+    """Hold out a distilled file's dev split before scoring; return its training records' file.
+
+    The dev split is made here, as the trainer makes the others (`split_dev`: whole groups,
+    seeded, ``--dev-fraction``), so that the teacher's scores all go to training records.
+    """
+    stem = raw.name.split(".", 1)[0]
+    kept, dev = raw.with_name(f"{stem}.train.jsonl"), raw.with_name(f"{stem}.dev.jsonl")
+    if not (kept.exists() and dev.exists()):
+        defaults = TrainConfig()
+        train_part, dev_part = split_dev(
+            read_jsonl(raw),
+            fraction=args.dev_fraction,
+            max_queries=args.dev_queries,
+            min_queries=defaults.dev_min_queries,
+            seed=defaults.seed,
+        )
+        write_jsonl(dev_part, dev)
+        write_jsonl(train_part, kept)
+    return kept
+
+
+def _merge_scored(kept: Path, scored: Path, out: Path) -> Path:
+    """The training records with the scored ones in place of their unscored copies."""
+    if not out.exists():
+        by_id = {r.query_id: r for r in read_jsonl(scored)}
+        write_jsonl([by_id.get(r.query_id, r) for r in read_jsonl(kept)], out)
+    return out
 
 
 def _append_log(path: Path, stem: str, records: int, candidates: int, seconds: float) -> None:
@@ -260,36 +296,22 @@ split, so they train on the same records."""
 
 
 def _distilled(files: list[Path]) -> bool:
-    return any(f.name.endswith(".scored.jsonl") for f in files)
+    return any(f.name.endswith(DISTILLED) for f in files)
 
 
-def dev_files(args: argparse.Namespace, files: list[Path]) -> list[Path]:
-    """Dev records of the distilled files: the queries the teacher did not score.
-
-    Only ``--scored-queries`` of a distilled file's records are scored and trained on; up to
-    ``--dev-queries`` of the rest (``<stem>.dev.jsonl``) select the model instead of a share of
-    the scarce scored records. The trainer drops those whose group it trains on.
-    """
-    out = []
-    for scored in files:
-        if not scored.name.endswith(".scored.jsonl"):
-            continue
-        stem = scored.name.split(".", 1)[0]
-        path = scored.with_name(f"{stem}.dev.jsonl")
-        if not path.exists():
-            used = {r.query_id for r in read_jsonl(scored)}
-            rest = [
-                r for r in read_jsonl(scored.with_name(f"{stem}.jsonl")) if r.query_id not in used
-            ]
-            write_jsonl(_spread(rest, args.dev_queries), path)
-        out.append(path)
-    return out
+def dev_files(files: list[Path]) -> list[Path]:
+    """The dev splits held out of the distilled files before scoring (`_split_distilled`)."""
+    return [
+        f.with_name(f"{f.name.split('.', 1)[0]}.dev.jsonl")
+        for f in files
+        if f.name.endswith(DISTILLED)
+    ]
 
 
 def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:
     """Train the variants (a finished one is reused); return their run summaries."""
     summaries: dict[str, dict[str, Any]] = {}
-    held_out = dev_files(args, files)
+    held_out = dev_files(files)
     for name in args.variants:
         if name == "no-distillation" and not _distilled(files):
             logger.info("(f) skipped: no task is distilled, so it would train exactly as (d)")
@@ -311,6 +333,7 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
             "save_total_limit": 1,
             "logging_steps": 5,
             "eval_steps": args.eval_steps,
+            "dev_fraction": args.dev_fraction,
             "dev_max_queries": args.dev_queries,
             "dev_distractors": args.dev_distractors,
             "alphas": tuple(args.alphas),
@@ -463,6 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-5, help="peak learning rate")
     parser.add_argument("--max-length", type=int, default=128, help="training token limit")
     parser.add_argument("--eval-steps", type=int, default=50, help="dev evaluation every N steps")
+    parser.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.2,
+        help="share of each source's records held out as its dev split (whole groups)",
+    )
     parser.add_argument(
         "--dev-queries", type=int, default=100, help="dev queries per task and source at most"
     )

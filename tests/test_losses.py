@@ -17,6 +17,7 @@ from llm_embedder_integrations.training.losses import (
     MultiTaskLoss,
     StabilizedDistillationLoss,
     TaskLossConfig,
+    contrastive_fallback,
     contrastive_loss,
     gather_with_grad,
     in_batch_false_negatives,
@@ -372,6 +373,34 @@ def test_mixed_batch_loss_is_the_query_weighted_mean_over_task_blocks():
     qa = stabilized_distillation_loss(query[:2], keys, labels[:2], query_offset=0)
     tool = contrastive_loss(query[2:], keys, group_size=2, query_offset=2)
     torch.testing.assert_close(value, (2 * qa + 3 * tool) / 5)
+
+
+def test_unscored_queries_of_a_distilled_task_train_with_its_contrastive_term():
+    columns = random_columns(5, 2, seed=7)
+    labels = torch.randn(5, 2, generator=torch.Generator().manual_seed(8))
+    labels[3:] = float("nan")  # the teacher scored the first three queries only
+    loss = MultiTaskLoss(torch.nn.Identity(), {"chat": TASK_LOSS["chat"]})
+    value = loss.compute_loss_from_embeddings(columns, labels, tasks=["chat"] * 5)
+    query = torch.nn.functional.normalize(columns[0], dim=-1)
+    keys = torch.nn.functional.normalize(torch.stack(columns[1:], dim=1), dim=-1).reshape(10, -1)
+    kl = kl_distillation_loss(query[:3], keys[:6], labels[:3], teacher_temperature=0.1)
+    contrastive = contrastive_loss(query[3:], keys, group_size=2, query_offset=3)
+    torch.testing.assert_close(value, (3 * kl + 2 * contrastive) / 5)
+    assert torch.isfinite(value)
+    every = labels.clone()
+    every[:] = float("nan")
+    alone = loss.compute_loss_from_embeddings(columns, every, tasks=["chat"] * 5)
+    torch.testing.assert_close(alone, contrastive_loss(query, keys, group_size=2))
+    shuffled = labels[[3, 0, 1, 2, 4]]
+    with pytest.raises(ValueError, match="must follow its scored ones.*TaskDataCollator"):
+        loss.compute_loss_from_embeddings(columns, shuffled, tasks=["chat"] * 5)
+
+
+def test_contrastive_fallback_keeps_everything_but_the_distillation_term():
+    fallback = contrastive_fallback(TASK_LOSS["lrlm"])
+    assert (fallback.contrastive, fallback.distillation) == (True, None)
+    assert fallback.min_teacher_spread == TASK_LOSS["lrlm"].min_teacher_spread
+    assert contrastive_fallback(TASK_LOSS["tool"]) is TASK_LOSS["tool"]
 
 
 def test_multitask_loss_with_one_task_needs_no_task_column():

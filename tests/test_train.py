@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -169,6 +170,37 @@ def test_distillation_needs_teacher_scores_unless_turned_off(toy):
         build_examples(unscored, group_size=4)
     examples = build_examples(unscored, group_size=4, distillation=False)
     assert examples["qa"][0]["label"] == [0.0] * 4
+
+
+def test_unscored_records_of_a_distilled_task_become_contrastive_examples(toy):
+    half = [
+        r if i % 2 else dataclasses.replace(r, teacher_scores=None) for i, r in enumerate(toy["qa"])
+    ]
+    examples = build_examples(half, group_size=4, unscored="contrastive")["qa"]
+    assert len(examples) == 8
+    for record, example in zip(half, examples, strict=True):
+        if record.teacher_scores is None:
+            assert all(math.isnan(x) for x in example["label"])
+        else:
+            assert example["label"][0] == record.teacher_scores[0]
+        assert example["key_0"] == record.pos[0]
+    with pytest.raises(TrainingDataError, match="4 of 8 'qa' records have no `teacher_scores`"):
+        build_examples(half, group_size=4)
+    with pytest.raises(ValueError, match="`unscored` must be 'error' or 'contrastive'"):
+        build_examples(half, group_size=4, unscored="drop")
+
+
+def test_auto_distils_the_scored_records_and_trains_the_rest_contrastively(tmp_path, toy):
+    half = [
+        r if i % 2 else dataclasses.replace(r, teacher_scores=None) for i, r in enumerate(toy["qa"])
+    ]
+    trainer = build_trainer(small_config(tmp_path, distillation="auto", batch_size=8), half)
+    assert set(trainer.distillation) == {"qa"}
+    (batch,) = list(trainer.get_train_dataloader())
+    unscored = torch.isnan(batch["label"]).any(dim=1).tolist()
+    assert sorted(unscored) == unscored and sum(unscored) == 4  # scored rows first
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss)
 
 
 def test_relevant_ids_mark_an_in_batch_duplicate_of_the_positive():

@@ -330,7 +330,21 @@ def test_distillation_falls_back_to_contrastive_where_the_teacher_is_no_better(c
     assert plan == {"qa": False, "icl": False, "chat": False}
     assert quality["qa"].teacher == 0.0 and quality["qa"].student == 1.0
     assert "contrastive loss (the teacher is no better)" in caplog.text
-    assert "1 of 1 records have no teacher scores" in caplog.text
+    assert "chat: contrastive loss (no record has teacher scores)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        plan, _ = distillation_plan(TrainConfig(model=SHIPPED_MODEL), [*better, *unscored], model)
+    assert plan == {"icl": False, "chat": False}
+    flipped = [dataclasses_replace(r, task="chat", teacher_scores=[-1.0, -5.0]) for r in worse]
+    tricky = [  # the base model prefers the wrong key; the teacher gets it right
+        dataclasses_replace(r, pos=[r.neg[0]], neg=[r.pos[0]]) for r in flipped
+    ]
+    with caplog.at_level(logging.INFO):
+        plan, _ = distillation_plan(TrainConfig(model=SHIPPED_MODEL), [*tricky, *unscored], model)
+    assert plan == {"chat": True}
+    assert "chat: 1 of 4 records have no teacher scores: they train with the contrastive" in (
+        caplog.text
+    )
     assert distillation_plan(TrainConfig(distillation=True), worse, model)[0] == {"qa": True}
 
 

@@ -30,9 +30,9 @@ import math
 import os
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from ..encoder import LLMEmbedder
 from ..evaluation.datasets import RetrievalDataset, load_dataset
 from ..instructions import TASKS, get_instruction
 from ..lexical import BM25Index
-from .losses import TASK_LOSS, TaskLossConfig
+from .losses import TASK_LOSS, TaskLossConfig, contrastive_fallback
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -700,9 +700,7 @@ def effective_loss_config(task: str, *, distillation: bool = True) -> TaskLossCo
         get_instruction(task)  # unknown task: a clear error
         logger.warning("task %r has no row in TASK_LOSS: trained with the contrastive loss", task)
         config = TaskLossConfig("first", contrastive=True, distillation=None)
-    if not distillation and config.distillation is not None:
-        config = replace(config, contrastive=True, distillation=None)
-    return config
+    return config if distillation else contrastive_fallback(config)
 
 
 def _key_ids(record: TrainingRecord) -> list[str]:
@@ -796,6 +794,7 @@ def build_examples(
     distillation: bool | Mapping[str, bool] = True,
     max_samples_per_task: int | None = None,
     seed: int = 42,
+    unscored: Literal["error", "contrastive"] = "error",
 ) -> dict[str, list[dict[str, Any]]]:
     """Training examples per task: one per record, of ``group_size`` keys.
 
@@ -808,12 +807,16 @@ def build_examples(
     documents of the same API call) widens the false-negative mask beyond ``pos``.
 
     ``distillation`` is one switch for every task, or one per task (a task not named trains
-    contrastively).
+    contrastively). ``unscored`` says what becomes of a distilled task's records without
+    ``teacher_scores``: an ``"error"``, or ``"contrastive"`` examples (NaN labels, which
+    `MultiTaskLoss` trains with the task's contrastive term alone).
 
     Raises:
         TrainingDataError: If a task trained by distillation has records without
-            ``teacher_scores``, or a task has no usable record.
+            ``teacher_scores`` (and ``unscored`` is ``"error"``), or a task has no usable record.
     """
+    if unscored not in ("error", "contrastive"):
+        raise ValueError(f"`unscored` must be 'error' or 'contrastive', got {unscored!r}")
     by_task: dict[str, list[TrainingRecord]] = {}
     for record in records:
         by_task.setdefault(record.task, []).append(record)
@@ -822,7 +825,7 @@ def build_examples(
         distil = distillation if isinstance(distillation, bool) else distillation.get(task, False)
         config = effective_loss_config(task, distillation=distil)
         missing = sum(1 for r in items if r.teacher_scores is None)
-        if config.distillation is not None and missing:
+        if config.distillation is not None and missing and unscored == "error":
             raise TrainingDataError(
                 f"{missing} of {len(items)} {task!r} records have no `teacher_scores`, which "
                 f"{config.distillation} distillation needs: score them with `llm-embedder score "
@@ -832,12 +835,16 @@ def build_examples(
         items = _select(items, TASK_LOSS.get(task, config), max_samples_per_task, seed)
         examples = []
         skipped = 0
+        fallback = contrastive_fallback(config)
         for index, record in enumerate(items):
-            example = _example(record, index, config, group_size, seed)
+            plain = record.teacher_scores is None and config.distillation is not None
+            example = _example(record, index, fallback if plain else config, group_size, seed)
             if example is None:
                 skipped += 1
-            else:
-                examples.append(example)
+                continue
+            if plain:
+                example["label"] = [math.nan] * group_size
+            examples.append(example)
         if skipped:
             logger.warning("%s: %d records have no negative key and were skipped", task, skipped)
         if not examples:
@@ -869,9 +876,11 @@ def build_train_dataset(
     prompt is per column, and a mixed batch has several tasks in a column), and no prompts.
 
     Columns: ``query``, ``key_0`` (the positive) ... ``key_{G-1}``, ``label`` (teacher scores of
-    the keys, zeros when the task has none), ``task``, ``key_ids``, ``relevant_ids``.
-    ``distillation`` gives the switch per task (see `distillation_plan`); None takes
-    ``config.distillation`` for every task ("auto" counting as on).
+    the keys, zeros when the task has none, NaN for an unscored query of a distilled task),
+    ``task``, ``key_ids``, ``relevant_ids``. ``distillation`` gives the switch per task (see
+    `distillation_plan`); None takes ``config.distillation`` for every task ("auto" counting as
+    on). With ``config.distillation == "auto"``, a distilled task's unscored records train with
+    its contrastive term; otherwise they are an error.
     """
     from datasets import Dataset, DatasetDict
 
@@ -881,6 +890,7 @@ def build_train_dataset(
         distillation=bool(config.distillation) if distillation is None else distillation,
         max_samples_per_task=config.max_samples_per_task,
         seed=config.seed,
+        unscored="contrastive" if config.distillation == "auto" else "error",
     )
     if config.homogeneous:
         prompts: dict[str, dict[str, str]] = {}

@@ -19,7 +19,7 @@ by the temperature 0.01 (cosine similarities for L2-normalised embeddings, as in
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ __all__ = [
     "MultiTaskLoss",
     "StabilizedDistillationLoss",
     "TaskLossConfig",
+    "contrastive_fallback",
     "contrastive_loss",
     "gather_with_grad",
     "in_batch_false_negatives",
@@ -699,6 +700,35 @@ def _blocks(tasks: Sequence[str]) -> list[tuple[str, int, int]]:
     return out
 
 
+def contrastive_fallback(config: TaskLossConfig) -> TaskLossConfig:
+    """The task's settings with its contrastive term alone (for queries without teacher scores)."""
+    if config.distillation is None:
+        return config
+    return replace(config, contrastive=True, distillation=None)
+
+
+def _parts(
+    config: TaskLossConfig, labels: Tensor | None, start: int, end: int
+) -> list[tuple[TaskLossConfig, int, int]]:
+    """A task block split into its scored queries (``config``) and unscored ones (contrastive).
+
+    A distilled task may hold queries the teacher did not score: their labels are NaN, and
+    they train with the task's contrastive term alone. `TaskDataCollator` puts them after the
+    scored queries of their task, so each part is contiguous.
+    """
+    if config.distillation is None or labels is None:
+        return [(config, start, end)]
+    missing = torch.isnan(labels[start:end]).any(dim=1)
+    scored = int((~missing).sum())
+    if bool(missing[:scored].any()):
+        raise ValueError(
+            "a task's queries without teacher scores (NaN labels) must follow its scored ones "
+            "in the batch; collate with TaskDataCollator, which orders them so"
+        )
+    parts = [(config, start, start + scored), (contrastive_fallback(config), start + scored, end)]
+    return [(c, a, b) for c, a, b in parts if b > a]
+
+
 def _sides(columns: int) -> list[str]:
     """The side of each column: the queries, then ``columns - 1`` key columns."""
     return ["query", *["key"] * (columns - 1)]
@@ -716,6 +746,8 @@ class MultiTaskLoss(nn.Module):
     (`task_loss`), its in-batch negatives being every key of the batch (gathered across
     processes), relevant ones masked out. The batch loss is the mean over queries. In a
     homogeneous batch there is one block, and this equals `LLMEmbedderLoss` of that task.
+    Queries of a distilled task whose labels are NaN (no teacher scores) train with the
+    task's contrastive term alone (`contrastive_fallback`).
 
     Args:
         model: The sentence-transformers model.
@@ -825,6 +857,7 @@ class MultiTaskLoss(nn.Module):
         n = query.shape[0]
         tasks = self._tasks(tasks, n)
         # The same decision on every process: it depends on the settings, not on the batch.
+        # (Unscored queries of a task distilled by KL alone use this process's keys.)
         gather = self.gather_across_devices and any(
             _uses_batch_keys(c) for c in self.configs.values()
         )
@@ -835,10 +868,13 @@ class MultiTaskLoss(nn.Module):
             if gather:
                 flat_ids = _gather_ids(flat_ids)
         total = query.new_zeros((), dtype=torch.float32)
+        parts = []
         for task, start, end in _blocks(tasks):
             config = self.configs.get(task)
             if config is None:
                 raise ValueError(f"no loss settings for task {task!r}; known: {list(self.configs)}")
+            parts += _parts(config, labels, start, end)
+        for config, start, end in parts:
             mask = None if false_negatives is None else false_negatives[start:end]
             if flat_ids is not None and relevant_ids is not None and _uses_batch_keys(config):
                 found = in_batch_false_negatives(

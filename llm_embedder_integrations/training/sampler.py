@@ -9,6 +9,7 @@ columns and passes each row's task, key ids and relevant ids through to the loss
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -90,17 +91,23 @@ class HomogeneousBatchSampler(MultiDatasetDefaultBatchSampler):
         return sum(self._usable(len(sampler)) for sampler in self.batch_samplers)
 
 
+def _unscored(row: dict[str, Any]) -> bool:
+    """Whether a row has no teacher scores (its labels are NaN)."""
+    return any(math.isnan(x) for x in row.get("label") or ())
+
+
 @dataclass
 class TaskDataCollator(SentenceTransformerDataCollator):
     """Tokenises the text columns; passes task, key ids and relevant ids through as lists.
 
     Rows are ordered by task (stable), so that each task's queries are contiguous in a mixed
-    batch. `pop_meta` takes the passed-through lists back out of a collated batch.
+    batch, and within a task the queries without teacher scores (NaN labels) come last, as
+    `MultiTaskLoss` expects. `pop_meta` takes the passed-through lists back out of a collated batch.
     """
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """Collate ``features`` (rows of `build_train_dataset`) into one batch."""
-        features = sorted(features, key=lambda f: f["task"])
+        features = sorted(features, key=lambda f: (f["task"], _unscored(f)))
         meta = {c: [f[c] for f in features] for c in _META_COLUMNS}
         texts = [{k: v for k, v in f.items() if k not in _META_COLUMNS} for f in features]
         batch = super().__call__(texts)

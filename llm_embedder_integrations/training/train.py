@@ -154,8 +154,9 @@ class TrainConfig:
         homogeneous: Draw every batch from one task (False: mixed-task batches, the ablation).
         distillation: ``"auto"`` (the default) uses a task's distillation term of `TASK_LOSS`
             only where its records carry teacher scores and the teacher ranks the gold positive
-            first more often than the base model does (`teacher_quality`, logged); other tasks
-            train with the contrastive loss. True uses `TASK_LOSS` as it is (teacher scores
+            first more often than the base model does (`teacher_quality`, logged); other tasks,
+            and the records without teacher scores of a distilled task, train with the
+            contrastive loss. True uses `TASK_LOSS` as it is (teacher scores
             required); False trains every task with the contrastive loss alone.
         mask_false_negatives: Remove in-batch keys relevant to a query from its softmax.
         gather_across_devices: With several processes, use every process's keys as in-batch
@@ -668,10 +669,11 @@ def distillation_plan(
     """Which tasks train with their distillation term, and the teacher measurements behind it.
 
     With ``config.distillation == "auto"``, a task of `TASK_LOSS` with a distillation term is
-    distilled when all its records carry teacher scores and the teacher ranks the gold positive
-    first more often than ``model`` does, with or without instructions (`teacher_quality`); a
-    task whose records have no gold positive to check (long-range LM records labelled by the
-    teacher alone) trusts the teacher. Each decision is logged.
+    distilled when some of its records carry teacher scores and the teacher ranks the gold
+    positive first more often than ``model`` does on them, with or without instructions
+    (`teacher_quality`); its unscored records then train with the contrastive term alone. A task
+    whose records have no gold positive to check (long-range LM records labelled by the teacher
+    alone) trusts the teacher. Each decision is logged.
     """
     tasks = sorted({r.task for r in records})
     if isinstance(config.distillation, bool):
@@ -693,15 +695,18 @@ def distillation_plan(
             continue
         items = [r for r in records if r.task == task]
         missing = sum(1 for r in items if r.teacher_scores is None)
-        if missing:
+        if missing == len(items):
             plan[task] = False
+            logger.info("%s: contrastive loss (no record has teacher scores)", task)
+            continue
+        if missing:
             logger.info(
-                "%s: contrastive loss (%d of %d records have no teacher scores)",
+                "%s: %d of %d records have no teacher scores: they train with the contrastive loss",
                 task,
                 missing,
                 len(items),
             )
-        elif task not in quality:
+        if task not in quality:
             plan[task] = True
             logger.info("%s: distilled (no gold positive to check the teacher against)", task)
         else:
