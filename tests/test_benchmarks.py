@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -27,3 +28,38 @@ def test_single_queries_are_timed_one_system_at_a_time():
     # each system answers its 5 warm-up and 8 timed questions in a row; the second round reversed
     assert order == ["torch"] * 13 + ["onnx"] * 26 + ["torch"] * 13
     assert [q for name, q in calls[:13]] == questions[:5] + questions
+
+
+def test_a_distilled_file_holds_out_whole_groups_before_scoring_and_merges_the_scores(tmp_path):
+    # plumbing: records written and read back, no model
+    import argparse
+
+    from llm_embedder_integrations.training import TrainingRecord, read_jsonl, write_jsonl
+
+    finetune = load("finetune")
+    records = [
+        TrainingRecord(
+            query=f"q{i}",
+            task="qa",
+            pos=[f"page {i // 5}"],
+            neg=["n"],
+            query_id=f"q{i}",
+            extra={"group": f"page {i // 5}", "source": "nq_qed"},
+        )
+        for i in range(100)
+    ]
+    raw = tmp_path / "nq_qed.jsonl"
+    write_jsonl(records, raw)
+    args = argparse.Namespace(dev_fraction=0.2, dev_queries=100)
+    kept = finetune._split_distilled(args, raw)
+    train, dev = read_jsonl(kept), read_jsonl(tmp_path / "nq_qed.dev.jsonl")
+    assert len(dev) == 20 and len(train) == 80
+    assert not {r.extra["group"] for r in dev} & {r.extra["group"] for r in train}
+    scored = tmp_path / "nq_qed.scored.jsonl"
+    write_jsonl([dataclasses.replace(r, teacher_scores=[0.0, -1.0]) for r in train[:3]], scored)
+    merged = read_jsonl(finetune._merge_scored(kept, scored, tmp_path / "nq_qed.distil.jsonl"))
+    assert [r.query_id for r in merged] == [r.query_id for r in train]
+    assert [r.teacher_scores is not None for r in merged] == [True] * 3 + [False] * 77
+    assert finetune.dev_files([tmp_path / "nq_qed.distil.jsonl", raw]) == [
+        tmp_path / "nq_qed.dev.jsonl"
+    ]
