@@ -238,7 +238,7 @@ def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list
             write_jsonl(_spread(read_jsonl(kept), args.scored_queries), capped)
         scored = data / f"{stem}.scored.jsonl"
         _score(args, capped, scored, holder)
-        files.append(_merge_scored(kept, scored, data / f"{stem}{DISTILLED}"))
+        files.append(_merge_scored(kept, scored, _beside(raw, DISTILLED)))
     return files
 
 
@@ -252,20 +252,23 @@ def _split_distilled(args: argparse.Namespace, raw: Path) -> Path:
     The dev split is made here, as the trainer makes the others (`split_dev`: whole groups,
     seeded, ``--dev-fraction``), so that the teacher's scores all go to training records.
     """
-    stem = raw.name.split(".", 1)[0]
-    kept, dev = raw.with_name(f"{stem}.train.jsonl"), raw.with_name(f"{stem}.dev.jsonl")
+    kept, dev = _beside(raw, ".train.jsonl"), _beside(raw, ".dev.jsonl")
     if not (kept.exists() and dev.exists()):
-        defaults = TrainConfig()
         train_part, dev_part = split_dev(
             read_jsonl(raw),
             fraction=args.dev_fraction,
             max_queries=args.dev_queries,
-            min_queries=defaults.dev_min_queries,
-            seed=defaults.seed,
+            min_queries=TrainConfig.dev_min_queries,
+            seed=TrainConfig.seed,
         )
         write_jsonl(dev_part, dev)
         write_jsonl(train_part, kept)
     return kept
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    """The file of the same stem with another suffix (``nq_qed.jsonl`` -> ``nq_qed.dev.jsonl``)."""
+    return path.with_name(path.name.split(".", 1)[0] + suffix)
 
 
 def _merge_scored(kept: Path, scored: Path, out: Path) -> Path:
@@ -301,11 +304,7 @@ def _distilled(files: list[Path]) -> bool:
 
 def dev_files(files: list[Path]) -> list[Path]:
     """The dev splits held out of the distilled files before scoring (`_split_distilled`)."""
-    return [
-        f.with_name(f"{f.name.split('.', 1)[0]}.dev.jsonl")
-        for f in files
-        if f.name.endswith(DISTILLED)
-    ]
+    return [_beside(f, ".dev.jsonl") for f in files if f.name.endswith(DISTILLED)]
 
 
 def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:

@@ -837,12 +837,14 @@ def build_examples(
         skipped = 0
         fallback = contrastive_fallback(config)
         for index, record in enumerate(items):
-            plain = record.teacher_scores is None and config.distillation is not None
-            example = _example(record, index, fallback if plain else config, group_size, seed)
+            unscored_row = record.teacher_scores is None and config.distillation is not None
+            example = _example(
+                record, index, fallback if unscored_row else config, group_size, seed
+            )
             if example is None:
                 skipped += 1
                 continue
-            if plain:
+            if unscored_row:
                 example["label"] = [math.nan] * group_size
             examples.append(example)
         if skipped:
