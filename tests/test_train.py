@@ -29,8 +29,10 @@ from llm_embedder_integrations.training.train import (
     TrainConfig,
     build_examples,
     build_trainer,
+    dataloader_workers,
     last_complete_checkpoint,
     train,
+    training_attention,
 )
 
 EXAMPLE_YAML = Path(__file__).resolve().parents[1] / "examples" / "train.yaml"
@@ -79,7 +81,16 @@ def small_config(tmp_path: Path, **changes) -> TrainConfig:
         ("epochs", float("nan"), "`epochs` must be a number > 0, got nan"),
         ("max_steps", 0, "`max_steps` must be a positive int or None, got 0"),
         ("seed", -1, "`seed` must be an int >= 0, got -1"),
-        ("dataloader_num_workers", True, "`dataloader_num_workers` must be an int >= 0, got True"),
+        (
+            "dataloader_num_workers",
+            True,
+            "`dataloader_num_workers` must be an int >= 0 or 'auto', got True",
+        ),
+        (
+            "dataloader_num_workers",
+            "many",
+            "`dataloader_num_workers` must be an int >= 0 or 'auto', got 'many'",
+        ),
         ("homogeneous", "yes", "`homogeneous` must be true or false, got 'yes'"),
         ("resume", "", "`resume` must be true, false or a checkpoint directory"),
     ],
@@ -406,3 +417,55 @@ def test_a_few_bf16_steps_on_cuda(tmp_path, toy):
     result = train(config, toy["tool"])
     assert result.global_step == 3
     assert all(np.isfinite(h["loss"]) for h in result.log_history if "loss" in h)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)]
+)
+def test_the_encoder_trains_in_the_chosen_precision_and_the_loss_in_fp32(
+    tmp_path, toy, precision, dtype
+):
+    # bf16 used to train in fp32: the loss runs the model's modules itself, outside the
+    # forward that accelerate wraps in autocast.
+    config = small_config(tmp_path, precision=precision, max_steps=1, dev_fraction=0.0)
+    trainer = build_trainer(config, toy["tool"])
+    seen: dict[str, object] = {}
+    layer = trainer.model[0].auto_model.encoder.layer[0].output.dense
+
+    def hook(module, args, out):
+        seen.setdefault("encoder", out.dtype)
+
+    layer.register_forward_hook(hook)
+    compute = trainer.loss.compute_loss_from_embeddings
+
+    def spy(embeddings, *args, **kwargs):
+        seen["loss"] = {e.dtype for e in embeddings}
+        seen["autocast"] = torch.is_autocast_enabled("cpu")
+        return compute(embeddings, *args, **kwargs)
+
+    trainer.loss.compute_loss_from_embeddings = spy  # a spy on the real loss (plumbing)
+    trainer.train()
+    assert seen == {"encoder": dtype, "loss": {torch.float32}, "autocast": False}
+
+
+def test_auto_collates_in_the_main_process_on_the_cpu_and_in_workers_on_cuda(tmp_path, monkeypatch):
+    config = small_config(tmp_path)
+    assert config.dataloader_num_workers == "auto"
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert dataloader_workers(config, "cpu") == 0
+    assert dataloader_workers(config, "cuda") == 8
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert dataloader_workers(config, "cuda") == 1
+    assert dataloader_workers(small_config(tmp_path, dataloader_num_workers=3), "cpu") == 3
+
+
+def test_training_leaves_cudnn_attention_out_on_cuda_only():
+    # Plumbing: the switch itself (the CUDA run is the gpu-marked test above).
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with training_attention("cuda"):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with training_attention("cpu"):
+        assert torch.backends.cuda.cudnn_sdp_enabled()

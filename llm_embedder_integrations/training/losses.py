@@ -18,7 +18,7 @@ by the temperature 0.01 (cosine similarities for L2-normalised embeddings, as in
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal
@@ -480,6 +480,20 @@ def _embed(model: nn.Module, sentence_features: Iterable[dict[str, Tensor]]) -> 
     return [model(features)["sentence_embedding"] for features in sentence_features]
 
 
+def _in_fp32(
+    compute: Callable[..., Tensor], embeddings: list[Tensor], *args: Any, **kwargs: Any
+) -> Tensor:
+    """``compute(embeddings, ...)`` in fp32, autocast off.
+
+    Under autocast (bf16/fp16 training) the embeddings come out in half precision; their
+    similarities divided by a temperature of 0.01 would lose the precision that ranks close keys,
+    so the loss itself always runs in fp32.
+    """
+    embeddings = [e.float() for e in embeddings]
+    with torch.autocast(embeddings[0].device.type, enabled=False):
+        return compute(embeddings, *args, **kwargs)
+
+
 def _split(embeddings: Sequence[Tensor], normalize: bool) -> tuple[Tensor, Tensor, int]:
     """``[queries, key_1, ..., key_G]`` columns -> queries, group-major keys, G."""
     if len(embeddings) < 2:
@@ -524,8 +538,11 @@ class _EmbeddingLoss(nn.Module):
             labels: ``(B, G)`` teacher scores (distillation losses).
             false_negatives: Optional ``(B, K)`` mask over the (gathered) keys.
         """
-        return self.compute_loss_from_embeddings(
-            _embed(self.model, sentence_features), labels, false_negatives
+        return _in_fp32(
+            self.compute_loss_from_embeddings,
+            _embed(self.model, sentence_features),
+            labels,
+            false_negatives,
         )
 
     def compute_loss_from_embeddings(
@@ -812,7 +829,8 @@ class MultiTaskLoss(nn.Module):
                 self._embed_text_only(f, [self.prompt_lengths[(t, side)] for t in rows])
                 for f, side in zip(columns, _sides(len(columns)), strict=True)
             ]
-        return self.compute_loss_from_embeddings(
+        return _in_fp32(
+            self.compute_loss_from_embeddings,
             embeddings,
             labels,
             false_negatives,
