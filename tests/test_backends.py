@@ -104,6 +104,16 @@ def test_teacher_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch, flags
     assert _cpu.teacher_dtype("cpu") == dtype
 
 
+@pytest.mark.parametrize(("flags", "dtype"), [(AVX2_ONLY, "fp32"), (AVX512_BF16, "bf16")])
+def test_training_autocasts_to_bf16_only_where_the_cpu_computes_it(
+    monkeypatch, caplog, flags, dtype
+):
+    fake_cpu(monkeypatch, flags)
+    with caplog.at_level(logging.INFO, logger="llm_embedder_integrations._cpu"):
+        assert _cpu.training_precision("cpu") == dtype
+    assert f"training precision auto on cpu: {dtype} (CPU Fake CPU" in caplog.text
+
+
 def test_auto_bf16_vectors_agree_with_fp32(monkeypatch, torch_encoder):
     fake_cpu(monkeypatch, AVX512_BF16)
     cosine = (LLMEmbedder(SHIPPED_MODEL).encode(TEXTS) * torch_encoder.encode(TEXTS)).sum(axis=1)

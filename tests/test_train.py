@@ -14,7 +14,7 @@ from datasets import Dataset
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import ConcatDataset, SequentialSampler
 
-from llm_embedder_integrations import SHIPPED_MODEL, TASKS, LLMEmbedder
+from llm_embedder_integrations import SHIPPED_MODEL, TASKS, LLMEmbedder, _cpu
 from llm_embedder_integrations.cli import _train_config, build_parser
 from llm_embedder_integrations.training import (
     TrainingDataError,
@@ -469,3 +469,13 @@ def test_training_leaves_cudnn_attention_out_on_cuda_only():
     assert torch.backends.cuda.cudnn_sdp_enabled()
     with training_attention("cpu"):
         assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
+@pytest.mark.parametrize(("flags", "bf16"), [("avx2", False), ("avx2 avx512f avx512_bf16", True)])
+def test_auto_precision_on_the_cpu_follows_its_bf16_support(
+    tmp_path, toy, monkeypatch, flags, bf16
+):
+    features = _cpu.parse_cpu_flags(frozenset(flags.split()), "Fake CPU")
+    monkeypatch.setattr(_cpu, "cpu_features", lambda cpuinfo=None: features)
+    trainer = build_trainer(small_config(tmp_path, dev_fraction=0.0), toy["tool"])
+    assert (trainer.args.bf16, trainer.args.fp16) == (bf16, False)

@@ -54,6 +54,7 @@ from sentence_transformers import (
 )
 from torch import Tensor
 
+from .. import _cpu
 from .._imports import require
 from .._model import build_sentence_transformer, pools_instructions, tokens_left_out
 from .._validation import check_int_at_least_zero, check_number, check_positive_int
@@ -168,8 +169,9 @@ class TrainConfig:
             pooling. A CLS-pooled model is unaffected.
         max_samples_per_task: At most this many records per task (a seeded sample); None for
             all, within the task's own cap (`TaskLossConfig.max_samples`).
-        precision: ``"auto"`` is bf16 autocast on a CUDA device that supports it (else fp16) and
-            fp32 elsewhere.
+        precision: ``"auto"`` is bf16 autocast on a CUDA device that supports it (else fp16),
+            bf16 on a CPU that computes it natively (AVX512-BF16 or AMX), and fp32 elsewhere
+            (`training_precision`). The loss itself is always computed in fp32.
         device: ``"auto"`` trains on CUDA when available, else on the CPU.
         gradient_checkpointing: Recompute activations in backward (less memory, ~30% slower).
         gradient_accumulation_steps: Batches per optimizer step.
@@ -564,9 +566,7 @@ def _load_model(config: TrainConfig, device: str) -> SentenceTransformer:
 def _precision_flags(config: TrainConfig, on_cuda: bool) -> dict[str, bool]:
     precision = config.precision
     if precision == "auto":
-        if not on_cuda:
-            return {"bf16": False, "fp16": False}
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        precision = _cpu.training_precision("cuda" if on_cuda else "cpu")
     if precision == "fp16" and not on_cuda:
         raise ValueError("`precision` 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
