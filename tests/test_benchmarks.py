@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -12,6 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def load(name: str):
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -63,3 +65,40 @@ def test_a_distilled_file_holds_out_whole_groups_before_scoring_and_merges_the_s
     assert finetune.dev_files([tmp_path / "nq_qed.distil.jsonl", raw]) == [
         tmp_path / "nq_qed.dev.jsonl"
     ]
+
+
+def test_the_training_speed_records_vary_in_length_and_carry_scores_where_distilled():
+    speed = load("train_speed")
+    records = speed.synthetic_records(6, group_size=3, max_length=64)
+    assert [r.task for r in records] == ["qa"] * 6 + ["tool"] * 6
+    assert all(len(r.teacher_scores) == 5 for r in records[:6])
+    assert all(r.teacher_scores is None for r in records[6:])
+    lengths = {len(key.split()) for r in records for key in r.neg}
+    assert min(lengths) >= 16 and max(lengths) <= 64 and len(lengths) > 5
+
+
+def test_a_training_speed_setting_times_the_steps_after_its_warm_up(tmp_path):
+    # the real trainer and model, a few tiny steps on the CPU
+    import argparse
+
+    speed = load("train_speed")
+    args = argparse.Namespace(
+        model=speed.SHIPPED_MODEL,
+        batch_size=2,
+        group_size=2,
+        max_length=24,
+        warmup=2,
+        steps=3,
+        workers=None,
+        device="cpu",
+        profile=None,
+        profile_steps=2,
+    )
+    records = speed.synthetic_records(8, args.group_size, args.max_length)
+    result = speed.run_setting(speed.SETTINGS["fp32"], records, args, str(tmp_path))
+    step = result["step_ms"] / 1e3
+    assert 0 < result["collate_ms"] < result["step_ms"] <= result["slowest_step_ms"]
+    # three timed steps of two queries: the rate is 2 queries over the mean step
+    assert 2 / result["queries_per_second"] >= step * 0.5
+    assert result["seconds"] > 5 * step * 0.5
+    assert "| fp32 | " in speed.markdown([result])
