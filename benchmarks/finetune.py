@@ -95,6 +95,7 @@ SYSTEMS = (
     "no-distillation",
     "selected",
     "layer-lr-decay",
+    "instruction-warmup",
 )
 TITLES = {
     "bm25": "(a) BM25",
@@ -105,6 +106,7 @@ TITLES = {
     "no-distillation": "(f) no distill.",
     "selected": "(g) selected",
     "layer-lr-decay": "(h) (g) + layer LR decay",
+    "instruction-warmup": "(i) (g) + instruction warm-up",
 }
 
 
@@ -290,6 +292,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mixed-batches": {"homogeneous": False, "interpolate": False, "eval_steps": 10**9},
     "no-distillation": {"distillation": False, "interpolate": False, "eval_steps": 10**9},
     "layer-lr-decay": {"layer_lr_decay": 0.8},
+    "instruction-warmup": {"instruction_warmup_steps": 25},
 }
 """The training runs: (g) the full recipe with selection (its last checkpoint is (d)), and the
 two ablations without selection; (h) is (g) with a lower learning rate for the lower layers
@@ -375,7 +378,7 @@ def _model_paths(args: argparse.Namespace) -> dict[str, Path]:
         if checkpoints:
             paths["finetuned"] = checkpoints[-1]
         paths["selected"] = models / "selected"
-    for name in ("mixed-batches", "no-distillation", "layer-lr-decay"):
+    for name in ("mixed-batches", "no-distillation", "layer-lr-decay", "instruction-warmup"):
         if name in args.variants and (models / name / "llm_embedder_training.json").exists():
             paths[name] = models / name
     return paths

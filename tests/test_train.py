@@ -30,6 +30,7 @@ from llm_embedder_integrations.training.train import (
     build_examples,
     build_trainer,
     dataloader_workers,
+    instruction_token_ids,
     last_complete_checkpoint,
     train,
     training_attention,
@@ -73,6 +74,7 @@ def small_config(tmp_path: Path, **changes) -> TrainConfig:
     ("field", "value", "message"),
     [
         ("lr", 0, "`lr` must be a number > 0, got 0"),
+        ("instruction_warmup_steps", -1, "`instruction_warmup_steps` must be an int >= 0, got -1"),
         ("batch_size", 0, "`batch_size` must be a positive int, got 0"),
         ("group_size", 1, "`group_size` must be >= 2"),
         ("precision", "fp8", "`precision` must be one of .*got 'fp8'"),
@@ -479,3 +481,49 @@ def test_auto_precision_on_the_cpu_follows_its_bf16_support(
     monkeypatch.setattr(_cpu, "cpu_features", lambda cpuinfo=None: features)
     trainer = build_trainer(small_config(tmp_path, dev_fraction=0.0), toy["tool"])
     assert (trainer.args.bf16, trainer.args.fp16) == (bf16, False)
+
+
+def test_the_instruction_warm_up_trains_the_instruction_embeddings_alone_then_everything(
+    tmp_path, toy
+):
+    from transformers import TrainerCallback
+
+    config = small_config(
+        tmp_path,
+        max_steps=3,
+        dev_fraction=0.0,
+        instruction_warmup_steps=2,
+        instruction_warmup_lr=5e-3,
+        lr=1e-3,
+    )
+    trainer = build_trainer(config, toy["tool"])
+    model = trainer.model
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ids = sorted(instruction_token_ids(model, ["tool"]))
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    rates: list[float] = []
+
+    class Snapshot(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            rates.append(optimizer.param_groups[0]["lr"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            snapshots[state.global_step] = {
+                k: v.detach().clone() for k, v in model.state_dict().items()
+            }
+
+    trainer.add_callback(Snapshot())
+    trainer.train()
+    name = next(k for k in start if k.endswith("word_embeddings.weight"))
+    others = [i for i in range(start[name].shape[0]) if i not in set(ids)]
+    warm = snapshots[2]
+    assert not torch.equal(warm[name][ids], start[name][ids])  # the instructions' rows learn
+    # the other rows only by AdamW's weight decay (relative 1e-5 a step at this lr)
+    torch.testing.assert_close(warm[name][others], start[name][others], rtol=1e-4, atol=1e-7)
+    body = [k for k in start if k != name and start[k].is_floating_point()]
+    assert all(torch.equal(warm[k], start[k]) for k in body)  # frozen
+    after = snapshots[3]
+    assert sum(not torch.equal(after[k], warm[k]) for k in body) > len(body) // 2
+    assert all(p.requires_grad for p in model.parameters())  # released
+    assert rates[:2] == [5e-3, 5e-3] and rates[2] < 1e-3  # then the run's own schedule

@@ -41,7 +41,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -53,6 +53,7 @@ from sentence_transformers import (
     SentenceTransformerTrainingArguments,
 )
 from torch import Tensor
+from transformers import TrainerCallback
 
 from .. import _cpu
 from .._imports import require
@@ -210,6 +211,13 @@ class TrainConfig:
             weight, then no instructions) whose dev score is within this many standard errors
             (of the paired per-query difference) of the best is taken, so a gain smaller than
             the dev split's noise keeps the base model; 0 takes the best dev score as it is.
+        instruction_warmup_steps: Steps at the start that train the instructions alone: only
+            the token-embedding rows of the instructions' tokens learn, the rest of the model is
+            frozen (`InstructionWarmup`), so that the text instructions are fitted to the model
+            before its body moves. 0 (the default) trains everything from the first step.
+        instruction_warmup_lr: The constant learning rate of those rows during the warm-up
+            (prompt tuning trains its embeddings at rates of this order; the run's own
+            schedule starts after the warm-up's steps at the rate it has reached by then).
         layer_lr_decay: Layer-wise learning-rate decay: the top transformer layer trains at
             ``lr``, each one below at this factor times the one above, the embeddings lowest
             (1, the default, is one rate for all).
@@ -252,6 +260,8 @@ class TrainConfig:
     dev_distractors: int = 300
     dev_data: tuple[str, ...] = ()
     layer_lr_decay: float = 1.0
+    instruction_warmup_steps: int = 0
+    instruction_warmup_lr: float = 1e-3
     eval_steps: int = 50
     interpolate: bool = True
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -282,6 +292,8 @@ class TrainConfig:
         check_positive_int(self.save_total_limit, "save_total_limit", allow_none=True)
         check_number(self.dev_fraction, "dev_fraction", low=0, high=0.5)
         check_number(self.layer_lr_decay, "layer_lr_decay", low=0, high=1, strict=True)
+        check_int_at_least_zero(self.instruction_warmup_steps, "instruction_warmup_steps")
+        check_number(self.instruction_warmup_lr, "instruction_warmup_lr", low=0, strict=True)
         check_number(self.selection_se, "selection_se", low=0)
         check_positive_int(self.dev_min_queries, "dev_min_queries", allow_none=True)
         check_positive_int(self.dev_max_queries, "dev_max_queries")
@@ -764,6 +776,85 @@ def distillation_plan(
     return plan, quality
 
 
+class InstructionWarmup(TrainerCallback):
+    """Train only the instructions' token embeddings for the first ``steps`` optimizer steps.
+
+    Every other parameter is frozen (no gradient, so AdamW leaves it as it is), the gradient of
+    the token-embedding matrix is kept on the rows of ``token_ids`` alone, and they learn at the
+    constant rate ``lr``; after ``steps`` steps the model trains as a whole, on the run's
+    schedule. A text instruction has no weights of its own: its tokens'
+    embeddings are what can fit it to the model without moving the encoder body.
+    """
+
+    def __init__(self, model: Any, token_ids: Collection[int], steps: int, lr: float) -> None:
+        self.steps = steps
+        self.lr = lr
+        self.embeddings = _word_embeddings(model)
+        self.rows = torch.zeros(self.embeddings.weight.shape[0], 1, dtype=torch.bool)
+        self.rows[sorted(token_ids)] = True
+        self.frozen: list[torch.nn.Parameter] = []
+        self.hook: Any = None
+        self.model = model
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.steps:
+            return  # resumed past the warm-up
+        weight = self.embeddings.weight
+        self.frozen = [p for p in self.model.parameters() if p.requires_grad and p is not weight]
+        for parameter in self.frozen:
+            parameter.requires_grad_(False)
+        rows = self.rows.to(weight.device)
+        self.hook = weight.register_hook(lambda grad: grad * rows)
+        logger.info(
+            "instruction warm-up: %d steps train %d token embeddings alone",
+            self.steps - state.global_step,
+            int(self.rows.sum()),
+        )
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Only the embedding rows have gradients now, so each group's rate is theirs alone;
+        # the scheduler sets it back after the step.
+        if self.hook is not None and kwargs.get("optimizer") is not None:
+            for group in kwargs["optimizer"].param_groups:
+                group["lr"] = self.lr
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.hook is not None and state.global_step >= self.steps:
+            self._release()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+        for parameter in self.frozen:
+            parameter.requires_grad_(True)
+        self.frozen = []
+
+
+def _word_embeddings(model: Any) -> torch.nn.Embedding:
+    embeddings = model[0].auto_model.get_input_embeddings()
+    if not isinstance(embeddings, torch.nn.Embedding):
+        raise ValueError(
+            "`instruction_warmup_steps` needs a model whose input embeddings are a token "
+            f"embedding matrix, got {type(embeddings).__name__}; set it to 0"
+        )
+    return embeddings
+
+
+def instruction_token_ids(model: Any, tasks: Sequence[str]) -> set[int]:
+    """The vocabulary ids of the tokens of ``tasks``' query and key instructions."""
+    ids: set[int] = set()
+    for task in tasks:
+        pair = get_instruction(task)
+        for text in (pair.query, pair.key):
+            if text:
+                ids.update(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return ids
+
+
 def _device(config: TrainConfig) -> str:
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("`device` is 'cuda' but torch sees no CUDA device; use 'cpu' or 'auto'")
@@ -872,13 +963,21 @@ def build_trainer(
         else {}
     )
     callback = DevCallback(dev_sets, config.eval_steps) if dev_sets else None
+    callbacks: list[TrainerCallback] = [callback] if callback else []
+    if config.instruction_warmup_steps:
+        token_ids = instruction_token_ids(model, list(counts))
+        callbacks.append(
+            InstructionWarmup(
+                model, token_ids, config.instruction_warmup_steps, config.instruction_warmup_lr
+            )
+        )
     trainer = LLMEmbedderTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         loss=loss,
         data_collator=collator,
-        callbacks=[callback] if callback else None,
+        callbacks=callbacks or None,
     )
     if not config.show_progress:
         trainer.remove_callback(ProgressCallback)
