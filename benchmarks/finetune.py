@@ -297,7 +297,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 """The training runs: (g) the full recipe with selection (its last checkpoint is (d)), and the
 two ablations without selection; (h) is (g) with a lower learning rate for the lower layers
 (each layer 0.8 times the one above, the embeddings lowest), the issue's question whether a
-gentler update of the encoder body keeps what the base model knows. All hold out the same dev
+gentler update of the encoder body keeps what the base model knows; (i) is (g) after 25 steps
+that train only the instructions' token embeddings (`instruction_warmup_steps`), the issue's
+question whether fitting the instructions first removes their cost. All hold out the same dev
 split, so they train on the same records."""
 
 
