@@ -380,7 +380,7 @@ def _model_paths(args: argparse.Namespace) -> dict[str, Path]:
         if checkpoints:
             paths["finetuned"] = checkpoints[-1]
         paths["selected"] = models / "selected"
-    for name in ("mixed-batches", "no-distillation", "layer-lr-decay", "instruction-warmup"):
+    for name in (v for v in VARIANTS if v != "selected"):  # the runs without a (d) of their own
         if name in args.variants and (models / name / "llm_embedder_training.json").exists():
             paths[name] = models / name
     return paths

@@ -46,7 +46,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ from transformers import TrainerCallback
 
 from llm_embedder_integrations import SHIPPED_MODEL
 from llm_embedder_integrations._cpu import cpu_features
+from llm_embedder_integrations.evaluation.datasets import BUNDLED_DATA, load_dataset
 from llm_embedder_integrations.training import TrainConfig, TrainingRecord
 from llm_embedder_integrations.training.train import build_trainer
 
@@ -101,14 +101,9 @@ SETTINGS = {
 
 
 def _words() -> list[str]:
-    """The words of the bundled XQuAD paragraphs, in order."""
-    path = resources.files("llm_embedder_integrations") / "data" / "xquad" / "xquad.en.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    words: list[str] = []
-    for article in data["data"]:
-        for paragraph in article["paragraphs"]:
-            words.extend(paragraph["context"].split())
-    return words
+    """The words of the XQuAD paragraphs bundled with the package, in order."""
+    corpus = load_dataset("xquad", "all", data_path=BUNDLED_DATA).corpus
+    return [word for paragraph in corpus.values() for word in paragraph.split()]
 
 
 def synthetic_records(
