@@ -87,6 +87,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         "batch_size": args.batch_size,
         "group_size": args.group_size,
         "lr": args.lr,
+        "temperature": args.temperature,
         "max_length": args.max_length,
         "device": args.device,
         "precision": args.precision,
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None, help="queries per batch and GPU")
     train.add_argument("--group-size", type=int, default=None, help="keys per query (1 + negs)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    train.add_argument(
+        "--temperature", type=float, default=None, help="student temperature (paper: 0.01)"
+    )
     train.add_argument("--max-length", type=int, default=None, help="token limit per text")
     train.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     train.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])

@@ -6,6 +6,7 @@ loads per task.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -20,6 +21,7 @@ from llm_embedder_integrations.evaluation.metrics import evaluate_rankings
 from llm_embedder_integrations.training import TrainConfig, train
 from llm_embedder_integrations.training.data import TrainingRecord, mine_records, write_jsonl
 from llm_embedder_integrations.training.selection import (
+    DevCallback,
     choose_per_task,
     dev_datasets,
     dev_scores,
@@ -397,14 +399,21 @@ def test_run_logs_a_dev_curve_and_keeps_the_best_step(selected_run):
     assert set(dev) == {"qa/xquad", "tool/gorilla_torchhub"}
     assert all(0 < n <= 24 for n in dev.values())
     assert any("dev_mrr@10" in entry for entry in result.log_history)
+    for task, name in (("qa", "qa/xquad"), ("tool", "tool/gorilla_torchhub")):
+        peak = max(curve, key=lambda e, name=name: (e[f"dev_mrr@10/{name}"], -e["step"]))
+        assert result.summary["task_best_steps"][task] == peak["step"]
+        choice = result.summary["selection"]["tasks"][task]
+        assert choice["step"] == (None if choice["alpha"] == 0 else peak["step"])
 
 
-def test_the_grid_takes_the_best_steps_dev_scores_as_alpha_one(selected_run):
+def test_the_grid_takes_each_tasks_best_step_dev_scores_as_alpha_one(selected_run):
     _, result = selected_run
-    best = next(e for e in result.summary["dev_curve"] if e["step"] == result.summary["best_step"])
+    curve = {e["step"]: e for e in result.summary["dev_curve"]}
+    steps = result.summary["task_best_steps"]
     selection = result.summary["selection"]
     cell = selection["grid"]["1.00"]["instructions"]
-    assert cell == pytest.approx({name: best[f"dev_mrr@10/{name}"] for name in cell})
+    expected = {n: curve[steps[n.split("/")[0]]][f"dev_mrr@10/{n}"] for n in cell}
+    assert cell == pytest.approx(expected)
     # the per-query grid is in the summary, so the rule can be re-run on it
     queries = selection["queries"]["1.00"]["instructions"]
     assert {n: np.mean(list(v.values())) for n, v in queries.items()} == pytest.approx(cell)
@@ -442,6 +451,142 @@ def test_a_known_cell_of_the_grid_is_not_encoded_again():
     assert selection.grid[1.0]["instructions"] == dict.fromkeys(sets, 0.125)
     assert model.calls == 3 * 2 * len(sets)  # 3 cells of 4 scored, queries and keys each
     assert model.state == tuned  # the tuned weights are back in the model
+
+
+class StepState:
+    """Plumbing stand-in for the trainer's state: a step and a log history."""
+
+    def __init__(self, step):
+        self.global_step, self.log_history = step, []
+
+
+class StepModel:
+    """Plumbing stand-in for a model whose only weight is the step it was trained to."""
+
+    def __init__(self, step):
+        self.training, self.w = True, torch.tensor([float(step)])
+
+    def train(self, mode=True):
+        self.training = mode
+
+    def state_dict(self):
+        return {"w": self.w}
+
+
+def test_dev_callback_keeps_each_tasks_best_step_and_drops_the_others(monkeypatch):
+    """Plumbing: the dev scores per step are given (a stand-in for encoding the dev sets)."""
+    from llm_embedder_integrations.training import selection as selection_module
+
+    sets = dev_datasets([record("a", "g1"), record("c", "g3", task="tool")])
+    name_of = {ds.task: name for name, ds in sets.items()}
+    by_step = {
+        3: {"qa": 0.5, "tool": 0.1},
+        6: {"qa": 0.4, "tool": 0.4},
+        9: {"qa": 0.1, "tool": 0.3},
+    }
+    step = {"now": 0}
+
+    def scores(encode, datasets, k=10):
+        return {
+            name_of[t]: dict.fromkeys(sets[name_of[t]].qrels, v)
+            for t, v in by_step[step["now"]].items()
+        }
+
+    monkeypatch.setattr(selection_module, "dev_query_scores", scores)
+    callback = DevCallback(sets, eval_steps=3)
+    for now in (3, 6, 9):
+        step["now"] = now
+        model = StepModel(now)
+        callback.on_step_end(None, StepState(now), None, model=model)
+        assert model.training  # back in training mode after scoring
+    assert callback.task_steps == {"qa": 3, "tool": 6}
+    assert callback.best_step == 6  # the best mean over tasks: 0.40 against 0.30 and 0.20
+    assert callback.state_at(3)["w"].item() == 3.0 and callback.best_state["w"].item() == 6.0
+    assert callback.queries_at(3)[name_of["qa"]] == dict.fromkeys(sets[name_of["qa"]].qrels, 0.5)
+    with pytest.raises(KeyError):
+        callback.state_at(9)  # no task's best: not kept
+    assert [e["step"] for e in callback.curve] == [3, 6, 9]
+
+
+class LoggingModel(CountingModel):
+    """Plumbing stand-in: records the weight each text was encoded with."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def encode(self, texts, **kwargs):
+        for text in texts:
+            self.seen.setdefault(float(self.state["w"]), set()).add(text)
+        return super().encode(texts, **kwargs)
+
+
+def test_each_task_interpolates_towards_its_own_steps_weights():
+    sets = dev_datasets([record("a", "g1"), record("c", "g3", task="tool")])
+    base, best = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
+    own = {"tool": (9, {"w": torch.full((1,), 2.0)})}
+    model = LoggingModel()
+    selection = select_per_task(
+        model, base, best, sets, alphas=(1.0,), se=0, tuned_step=6, task_weights=own
+    )
+    assert model.state == best  # the best step's weights are back in the model
+    assert model.seen[0.0] >= {"a", "c"}  # alpha 0: the base model for every task, once
+    assert "c" in model.seen[2.0] and "c" not in model.seen[1.0]  # tool: its own step
+    assert "a" in model.seen[1.0] and "a" not in model.seen[2.0]  # qa: the best step
+    expected = {"qa": 6, "tool": 9}
+    for task, choice in selection.tasks.items():
+        assert choice.step == (None if choice.alpha == 0 else expected[task])
+
+
+def test_the_saved_folder_holds_each_tasks_step_and_weight_and_loads_them(tmp_path):
+    from llm_embedder_integrations.training.selection import Selection, TaskChoice
+    from llm_embedder_integrations.training.train import save_selected
+
+    model = _load_model(TrainConfig(model=SHIPPED_MODEL), "cpu")
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+
+    def moved(scale):
+        return {
+            k: v + scale * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+            for k, v in base.items()
+        }
+
+    at_3, at_6 = moved(0.02), moved(0.02)
+
+    def choice(alpha, step):
+        return TaskChoice(alpha, False, 0.5, 0.4, 0.45, step=step)
+
+    selection = Selection(
+        tasks={
+            "qa": choice(0.5, 3),
+            "tool": choice(1.0, 6),
+            "icl": choice(1.0, 6),
+            "chat": choice(0.0, None),
+        }
+    )
+    settings = save_selected(
+        model,
+        tmp_path,
+        base,
+        at_6,
+        selection,
+        base_model=SHIPPED_MODEL,
+        task_weights={"qa": (3, at_3), "tool": (6, at_6), "icl": (6, at_6)},
+    )
+    tasks = settings["tasks"]
+    assert {t: (e["model"], e["step"]) for t, e in tasks.items()} == {
+        "qa": ("variants/step-3-alpha-0.50", 3),
+        "tool": (".", 6),
+        "icl": (".", 6),
+        "chat": ("variants/alpha-0.00", None),
+    }
+    loaded = LLMEmbedder(str(tmp_path), backend="torch", precision="fp32", device="cpu")
+    text = ["how do I load a pretrained image classifier?"]
+    for task, weights in (("qa", interpolate(base, at_3, 0.5)), ("tool", at_6), ("chat", base)):
+        model.load_state_dict(weights)
+        expected = model.encode(text, normalize_embeddings=True)
+        np.testing.assert_allclose(loaded.encode_queries(text, task), expected, atol=1e-5)
 
 
 def test_a_run_worse_than_its_base_says_so_and_saves_the_base_for_that_task(selected_run, caplog):
@@ -540,3 +685,30 @@ def test_layer_lr_decay_lowers_the_rate_layer_by_layer_down_to_the_embeddings(tm
     assert n_params == len(names)
     with pytest.raises(ValueError, match="layer_lr_decay"):
         TrainConfig(layer_lr_decay=0)
+
+
+def test_temperature_reaches_every_task_loss_and_the_command_line(tmp_path):
+    from llm_embedder_integrations.cli import _train_config, build_parser
+    from llm_embedder_integrations.training import TASK_LOSS
+
+    path = tmp_path / "qa.jsonl"
+    write_jsonl([record(f"t{i}", f"g{i}") for i in range(8)], path)
+    settings = {
+        "data": (str(path),),
+        "output": str(tmp_path / "out"),
+        "model": SHIPPED_MODEL,
+        "dev_fraction": 0,
+        "device": "cpu",
+        "show_progress": False,
+    }
+    paper = build_trainer(TrainConfig(**settings)).loss.configs["qa"]
+    warmer = build_trainer(TrainConfig(**settings, temperature=0.05)).loss.configs["qa"]
+    assert paper.temperature == 0.01 == TASK_LOSS["qa"].temperature
+    assert warmer.temperature == 0.05
+    # Only the temperature changes: the task's terms stay the paper's.
+    assert dataclasses.replace(warmer, temperature=0.01) == paper
+
+    args = build_parser().parse_args(["train", "--temperature", "0.05", "--output", "m"])
+    assert _train_config(args).temperature == 0.05
+    with pytest.raises(ValueError, match="temperature"):
+        TrainConfig(temperature=0)

@@ -26,6 +26,7 @@ against it with what this module provides:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -322,11 +323,23 @@ def _set_means(queries: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {name: _mean(values) for name, values in queries.items()}
 
 
+def _task_means(scores: Mapping[str, float], tasks: Mapping[str, str]) -> dict[str, float]:
+    """Each task's mean over its dev sets' scores (``tasks``: dev set name -> task)."""
+    by_task: dict[str, list[float]] = {}
+    for name, score in scores.items():
+        by_task.setdefault(tasks[name], []).append(score)
+    return {task: float(np.mean(values)) for task, values in by_task.items()}
+
+
 class DevCallback(TrainerCallback):
-    """Scores the dev split every ``eval_steps`` steps and keeps the best step's weights.
+    """Scores the dev split every ``eval_steps`` steps and keeps the best steps' weights.
 
     The scores go to the trainer's log history (``dev_mrr@10`` and ``dev_mrr@10/<task>``) and to
-    `curve`; the best step is the one with the highest mean over tasks (ties: the earlier step).
+    `curve`. The best step is the one with the highest mean over tasks; each task's best step is
+    the one with the highest mean over its own dev sets (ties: the earlier step). The weights and
+    per-query scores of those steps are kept (on the CPU), no others: tasks that learn at
+    different rates (a memory task still gaining when a question-answering task has begun to
+    lose) can each be taken from their own step.
 
     Args:
         datasets: The dev sets of `dev_datasets`.
@@ -343,29 +356,62 @@ class DevCallback(TrainerCallback):
         self.curve: list[dict[str, Any]] = []
         self.best_step: int | None = None
         self.best_score = -1.0
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_queries: dict[str, dict[str, float]] | None = None
+        self.task_best: dict[str, tuple[float, int]] = {}
+        self._states: dict[int, dict[str, torch.Tensor]] = {}
+        self._queries: dict[int, dict[str, dict[str, float]]] = {}
+
+    @property
+    def task_steps(self) -> dict[str, int]:
+        """Task -> the step where its dev score peaked."""
+        return {task: step for task, (_, step) in self.task_best.items()}
+
+    @property
+    def best_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights of the best step (best mean over tasks); None before any score."""
+        return None if self.best_step is None else self._states[self.best_step]
+
+    @property
+    def best_queries(self) -> dict[str, dict[str, float]] | None:
+        """The best step's per-query dev scores (with instructions)."""
+        return None if self.best_step is None else self._queries[self.best_step]
+
+    def state_at(self, step: int) -> dict[str, torch.Tensor]:
+        """The kept weights of ``step`` (the best step or a task's best step)."""
+        return self._states[step]
+
+    def queries_at(self, step: int) -> dict[str, dict[str, float]]:
+        """The per-query dev scores (with instructions) of a kept step."""
+        return self._queries[step]
 
     def _score(self, model: Any, state: Any) -> None:
         if any(entry["step"] == state.global_step for entry in self.curve):
             return
+        step = state.global_step
         was_training = model.training
         with torch.no_grad():
             queries = dev_query_scores(st_encoder(model, True, self.batch_size), self.datasets)
         model.train(was_training)
         scores = _set_means(queries)
         mean = _mean(scores)
-        entry = {"step": state.global_step, f"dev_{DEV_METRIC}": mean}
+        entry = {"step": step, f"dev_{DEV_METRIC}": mean}
         entry.update({f"dev_{DEV_METRIC}/{t}": s for t, s in scores.items()})
         self.curve.append(entry)
         state.log_history.append(dict(entry))
-        logger.info("dev %s at step %d: %.4f %s", DEV_METRIC, state.global_step, mean, scores)
+        logger.info("dev %s at step %d: %.4f %s", DEV_METRIC, step, mean, scores)
         if mean > self.best_score:
-            self.best_score, self.best_step = mean, state.global_step
-            self.best_queries = queries
-            self.best_state = {
+            self.best_score, self.best_step = mean, step
+        tasks = {name: ds.task for name, ds in self.datasets.items()}
+        for task, score in _task_means(scores, tasks).items():
+            if task not in self.task_best or score > self.task_best[task][0]:
+                self.task_best[task] = (score, step)
+        kept = {self.best_step, *self.task_steps.values()}
+        if step in kept:
+            self._states[step] = {
                 k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
             }
+            self._queries[step] = queries
+        for old in set(self._states) - kept:
+            del self._states[old], self._queries[old]
 
     def on_step_end(
         self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
@@ -422,6 +468,8 @@ class TaskChoice:
         best_dev: The best dev score of the choices that lose on no source.
         gap_se: Standard error of the paired per-query difference between that best choice and
             this one (0 where the choice is the best, or no per-query scores were given).
+        step: The training step of the fine-tuned weights interpolated towards; None for the
+            base model (``alpha = 0``) or where the step is not known.
     """
 
     alpha: float
@@ -432,6 +480,7 @@ class TaskChoice:
     sources: dict[str, dict[str, float]] = field(default_factory=dict)
     best_dev: float = 0.0
     gap_se: float = 0.0
+    step: int | None = None
 
 
 Grid = Mapping[float, Mapping[str, Mapping[str, Any]]]
@@ -476,6 +525,8 @@ def select_per_task(
     se: float = 1.0,
     batch_size: int = 64,
     known: Mapping[tuple[float, str], Mapping[str, Mapping[str, float]]] | None = None,
+    tuned_step: int | None = None,
+    task_weights: Mapping[str, tuple[int, Mapping[str, torch.Tensor]]] | None = None,
 ) -> Selection:
     """Choose, per task, the interpolation weight and the instruction switch on the dev split.
 
@@ -487,43 +538,66 @@ def select_per_task(
     gain is within the noise of its dev queries keeps the base model unchanged.
     ``model`` is the sentence-transformers model to load the weights into; it holds
     ``tuned_state`` on return. ``known`` gives cells already scored, ``{(alpha, mode):
-    per-query scores}`` (the dev callback's best step is ``(1.0, "instructions")``), which are
-    not encoded again.
+    per-query scores}`` (the dev callback's scores are ``(1.0, "instructions")``), which are
+    not encoded again. ``task_weights`` gives a task its own fine-tuned weights, ``{task:
+    (step, state)}`` (the step where its dev score peaked); the other tasks interpolate towards
+    ``tuned_state``, the weights of step ``tuned_step``. Each choice records its step.
     """
     known = known or {}
+    task_weights = dict(task_weights or {})
     grid_alphas = sorted({0.0, *(float(a) for a in alphas)})
     for a in grid_alphas:
         if not 0 <= a <= 1:
             raise ValueError(f"every interpolation weight must be in [0, 1], got {a}")
+    # The dev sets grouped by the fine-tuned weights their task interpolates towards.
+    groups: dict[int, tuple[Mapping[str, torch.Tensor], dict[str, RetrievalDataset]]] = {}
+    for name, ds in datasets.items():
+        weights = task_weights[ds.task][1] if ds.task in task_weights else tuned_state
+        groups.setdefault(id(weights), (weights, {}))[1][name] = ds
     selection = Selection()
     was_training = model.training
     model.eval()
     try:
         for alpha in grid_alphas:
-            if any((alpha, m) not in known for m in ("instructions", "plain")):
-                model.load_state_dict(interpolate(base_state, tuned_state, alpha))
-            with torch.no_grad():
-                selection.queries[alpha] = {
-                    mode: {n: dict(v) for n, v in known[alpha, mode].items()}
-                    if (alpha, mode) in known
-                    else dev_query_scores(
-                        st_encoder(model, mode == "instructions", batch_size), datasets
-                    )
-                    for mode in ("instructions", "plain")
-                }
-            selection.grid[alpha] = {
-                mode: _set_means(sets) for mode, sets in selection.queries[alpha].items()
-            }
+            cells: dict[str, dict[str, dict[str, float]]] = {"instructions": {}, "plain": {}}
+            # alpha 0 is the base model whichever weights a task interpolates towards
+            parts = [(tuned_state, dict(datasets))] if alpha == 0 else list(groups.values())
+            for weights, sets in parts:
+                loaded = False
+                for mode in ("instructions", "plain"):
+                    have = known.get((alpha, mode))
+                    if have is not None and all(n in have for n in sets):
+                        cells[mode].update({n: dict(have[n]) for n in sets})
+                        continue
+                    if not loaded:
+                        model.load_state_dict(interpolate(base_state, weights, alpha))
+                        loaded = True
+                    with torch.no_grad():
+                        encode = st_encoder(model, mode == "instructions", batch_size)
+                        cells[mode].update(dev_query_scores(encode, sets))
+            selection.queries[alpha] = cells
+            selection.grid[alpha] = {mode: _set_means(sets) for mode, sets in cells.items()}
             logger.info("dev %s at alpha %.2f: %s", DEV_METRIC, alpha, selection.grid[alpha])
     finally:
         model.load_state_dict(dict(tuned_state))
         model.train(was_training)
-    selection.tasks = choose_per_task(
+    choices = choose_per_task(
         selection.grid,
         {n: ds.task for n, ds in datasets.items()},
         queries=selection.queries,
         se=se,
     )
+    selection.tasks = {
+        task: dataclasses.replace(
+            choice,
+            step=None
+            if choice.alpha == 0
+            else task_weights[task][0]
+            if task in task_weights
+            else tuned_step,
+        )
+        for task, choice in choices.items()
+    }
     return selection
 
 

@@ -68,7 +68,7 @@ from .data import (
     effective_loss_config,
     read_jsonl,
 )
-from .losses import MultiTaskLoss
+from .losses import TEMPERATURE, MultiTaskLoss
 from .sampler import HomogeneousBatchSampler, TaskDataCollator
 from .selection import (
     DEV_METRIC,
@@ -149,6 +149,10 @@ class TrainConfig:
         batch_size: Queries per batch and process.
         group_size: Keys per query: 1 positive + ``group_size - 1`` negatives.
         lr: Peak learning rate (linear warm-up then linear decay).
+        temperature: Temperature of the student's similarities in every task's loss (cosine /
+            temperature). The paper's 0.01 (the default) is the temperature LLM-Embedder and BGE
+            were trained at; a sentence-transformers model trained with
+            ``MultipleNegativesRankingLoss`` at its default scale of 20 was trained at 0.05.
         warmup_ratio: Share of the steps spent warming up.
         weight_decay: AdamW weight decay.
         max_length: Token limit of queries and keys in training, instruction included (the
@@ -206,6 +210,9 @@ class TrainConfig:
             and the fine-tuned weights (WiSE-FT) and whether its instructions are applied; the
             saved model then never scores below its base on the dev split (`select_per_task`).
             False saves the best step's weights as they are.
+        step_per_task: Each task interpolates towards the weights of the step where its own
+            dev score peaked (a memory task may still gain when question answering has begun
+            to lose); False: every task towards the step with the best mean over tasks.
         alphas: The interpolation weights tried (0, the base model, is always among them).
         selection_se: The one-standard-error rule of the choice: the simplest choice (smaller
             weight, then no instructions) whose dev score is within this many standard errors
@@ -234,6 +241,7 @@ class TrainConfig:
     batch_size: int = 32
     group_size: int = 8
     lr: float = 2e-5
+    temperature: float = TEMPERATURE
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_length: int = 256
@@ -264,6 +272,7 @@ class TrainConfig:
     instruction_warmup_lr: float = 1e-3
     eval_steps: int = 50
     interpolate: bool = True
+    step_per_task: bool = True
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     selection_se: float = 1.0
 
@@ -285,6 +294,7 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be a non-empty string, got {value!r}")
         check_number(self.epochs, "epochs", low=0, strict=True)
         check_number(self.lr, "lr", low=0, strict=True)
+        check_number(self.temperature, "temperature", low=0, strict=True)
         check_number(self.warmup_ratio, "warmup_ratio", low=0, high=1)
         check_number(self.weight_decay, "weight_decay", low=0)
         check_positive_int(self.max_steps, "max_steps", allow_none=True)
@@ -345,6 +355,7 @@ class TrainConfig:
             "show_progress",
             "pool_instructions",
             "interpolate",
+            "step_per_task",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
@@ -946,7 +957,13 @@ def build_trainer(
     )
     loss = MultiTaskLoss(
         model,
-        {t: effective_loss_config(t, distillation=plan.get(t, False)) for t in counts},
+        {
+            t: dataclasses.replace(
+                effective_loss_config(t, distillation=plan.get(t, False)),
+                temperature=config.temperature,
+            )
+            for t in counts
+        },
         gather_across_devices=config.gather_across_devices,
         mask_false_negatives=config.mask_false_negatives,
         prompt_lengths=None
@@ -994,8 +1011,9 @@ TASK_SETTINGS = "llm_embedder.json"
 """File of a trained model's folder holding its per-task settings (see `save_selected`)."""
 
 
-def _variant_dir(alpha: float) -> str:
-    return f"variants/alpha-{alpha:.2f}"
+def _variant_dir(alpha: float, step: int | None) -> str:
+    name = f"alpha-{alpha:.2f}" if step is None else f"step-{step}-alpha-{alpha:.2f}"
+    return f"variants/{name}"
 
 
 def save_selected(
@@ -1006,11 +1024,14 @@ def save_selected(
     selection: Selection,
     *,
     base_model: str,
+    task_weights: Mapping[str, tuple[int, Mapping[str, Tensor]]] | None = None,
 ) -> dict[str, Any]:
     """Save the per-task choices of `select_per_task` as one loadable model folder.
 
-    The folder's own weights are the interpolation used by most tasks (ties: the larger
-    weight); a task with another weight gets its own copy under ``variants/alpha-<a>/``, which
+    A task's weights are its interpolation between the base and its fine-tuned weights (those of
+    ``task_weights``, else ``tuned_state``). The folder's own weights are those most tasks use
+    (ties: the larger weight); a task with others gets its own copy under
+    ``variants/alpha-<a>/`` (``variants/step-<s>-alpha-<a>/`` for a task's own step), which
     `LLMEmbedder` loads for that task alone. A task whose instructions are off has empty prompts
     saved, so ``instructions="auto"`` leaves it without. ``llm_embedder.json`` records it all.
 
@@ -1018,8 +1039,20 @@ def save_selected(
         The settings written to ``llm_embedder.json``.
     """
     output = Path(output)
-    counts = Counter(c.alpha for c in selection.tasks.values())
-    main = max(counts, key=lambda a: (counts[a], a)) if counts else 1.0
+    task_weights = task_weights or {}
+
+    states = {step: state for step, state in task_weights.values()}
+
+    def weights(step: int | None) -> Mapping[str, Tensor]:
+        return tuned_state if step is None else states[step]
+
+    # (alpha, step): the step only where tasks have weights of their own (None for alpha 0)
+    keys = {
+        task: (choice.alpha, choice.step if states and choice.alpha > 0 else None)
+        for task, choice in selection.tasks.items()
+    }
+    counts = Counter(keys.values())
+    main = max(counts, key=lambda k: (counts[k], k[0], -(k[1] or 0))) if counts else (1.0, None)
     prompts = dict(model.prompts or {})
     for task, choice in selection.tasks.items():
         if not choice.instructions:
@@ -1029,15 +1062,16 @@ def save_selected(
     saved = model.prompts
     try:
         model.prompts = prompts
-        for alpha in sorted(counts, key=lambda a: a != main):
-            folder = output if alpha == main else output / _variant_dir(alpha)
-            model.load_state_dict(interpolate(base_state, tuned_state, alpha))
+        for alpha, step in sorted(counts, key=lambda k: k != main):
+            folder = output if (alpha, step) == main else output / _variant_dir(alpha, step)
+            model.load_state_dict(interpolate(base_state, weights(step), alpha))
             model.save(str(folder))
         for task, choice in selection.tasks.items():
             tasks[task] = {
                 "alpha": choice.alpha,
+                "step": choice.step,
                 "instructions": choice.instructions,
-                "model": "." if choice.alpha == main else _variant_dir(choice.alpha),
+                "model": "." if keys[task] == main else _variant_dir(*keys[task]),
                 f"dev_{DEV_METRIC}": choice.dev,
                 f"base_dev_{DEV_METRIC}": choice.base_dev,
                 f"tuned_dev_{DEV_METRIC}": choice.tuned_dev,
@@ -1046,7 +1080,7 @@ def save_selected(
     finally:
         model.prompts = saved
         model.load_state_dict(dict(tuned_state))
-    settings = {"base_model": base_model, "default_alpha": main, "tasks": tasks}
+    settings = {"base_model": base_model, "default_alpha": main[0], "tasks": tasks}
     (output / TASK_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     return settings
 
@@ -1071,6 +1105,31 @@ def _warn_regressions(selection: Selection) -> None:
         "\n".join(lines),
         "=" * 78,
     )
+
+
+def _task_weights(callback: DevCallback) -> dict[str, tuple[int, Mapping[str, Tensor]]]:
+    """Each task's best step and its weights (`TrainConfig.step_per_task`), logged."""
+    steps = callback.task_steps
+    if steps:
+        logger.info("best dev step per task: %s", steps)
+    return {task: (step, callback.state_at(step)) for task, step in steps.items()}
+
+
+def _known_cells(
+    callback: DevCallback, task_weights: Mapping[str, tuple[int, Mapping[str, Tensor]]]
+) -> dict[tuple[float, str], dict[str, dict[str, float]]] | None:
+    """The dev scores the callback measured, as the grid's alpha-1-with-instructions cell.
+
+    Each dev set's scores are those of the step its task interpolates towards (its own, else the
+    best step).
+    """
+    if callback.best_step is None:
+        return None
+    cells = {}
+    for name, ds in callback.datasets.items():
+        step = task_weights[ds.task][0] if ds.task in task_weights else callback.best_step
+        cells[name] = callback.queries_at(step)[name]
+    return {(1.0, "instructions"): cells}
 
 
 def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) -> TrainResult:
@@ -1115,6 +1174,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
     select_started = time.perf_counter()
     if trainer.is_world_process_zero():
         if callback is not None and config.interpolate:
+            task_weights = _task_weights(callback) if config.step_per_task else {}
             selection = select_per_task(
                 model,
                 trainer.base_state,
@@ -1122,10 +1182,9 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
                 callback.datasets,
                 alphas=config.alphas,
                 se=config.selection_se,
-                # the best step's dev scores are those of alpha 1 with instructions
-                known={(1.0, "instructions"): callback.best_queries}
-                if callback.best_queries is not None
-                else None,
+                known=_known_cells(callback, task_weights),
+                tuned_step=callback.best_step,
+                task_weights=task_weights,
             )
             _warn_regressions(selection)
             save_selected(
@@ -1135,6 +1194,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
                 tuned,
                 selection,
                 base_model=config.model,
+                task_weights=task_weights,
             )
         else:
             model.load_state_dict(tuned)
@@ -1148,6 +1208,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
         "teacher_quality": {t: vars(q) for t, q in trainer.teacher_quality.items()},
         "dev_curve": callback.curve if callback else [],
         "best_step": callback.best_step if callback else None,
+        "task_best_steps": callback.task_steps if callback else {},
         "selection": selection.to_dict() if selection else None,
         "regressed_tasks": selection.regressed() if selection else [],
         "train_seconds": seconds,
