@@ -648,6 +648,7 @@ def test_train_command_takes_sources_and_the_example_config_lists_them():
     config = TrainConfig.from_yaml(example)
     assert config.sources[:4] == ("nq_qed", "canard", "gorilla_torchhub_train", "gutenberg")
     assert config.interpolate and config.distillation == "auto" and config.dev_fraction == 0.1
+    assert config.temperature == 0.05 and config.step_per_task
 
 
 def test_layer_lr_decay_lowers_the_rate_layer_by_layer_down_to_the_embeddings(tmp_path):
