@@ -587,15 +587,14 @@ def select_per_task(
         queries=selection.queries,
         se=se,
     )
+
+    def step_of(task: str, choice: TaskChoice) -> int | None:
+        if choice.alpha == 0:  # the base model
+            return None
+        return task_weights[task][0] if task in task_weights else tuned_step
+
     selection.tasks = {
-        task: dataclasses.replace(
-            choice,
-            step=None
-            if choice.alpha == 0
-            else task_weights[task][0]
-            if task in task_weights
-            else tuned_step,
-        )
+        task: dataclasses.replace(choice, step=step_of(task, choice))
         for task, choice in choices.items()
     }
     return selection

@@ -1039,9 +1039,7 @@ def save_selected(
         The settings written to ``llm_embedder.json``.
     """
     output = Path(output)
-    task_weights = task_weights or {}
-
-    states = {step: state for step, state in task_weights.values()}
+    states = {step: state for step, state in (task_weights or {}).values()}
 
     def weights(step: int | None) -> Mapping[str, Tensor]:
         return tuned_state if step is None else states[step]
