@@ -19,7 +19,8 @@ Three stages, each resumable (finished work in ``--workdir`` is reused):
    batches, (f) contrastive loss only (skipped when no task is distilled: it would be (d)).
 3. ``eval``: the TEST splits (`run_benchmark`, exact search) for (a) BM25, (b) the base model
    without instructions, (c) with instructions, and (d)-(g) as `LLMEmbedder(path)` loads them.
-   One table, MRR@10 / nDCG@10 per dataset, written as markdown and JSON.
+   One table, MRR@10 / nDCG@10 per dataset, and a second of each system's MRR@10 minus the
+   base's with its paired standard error over the test queries, written as markdown and JSON.
 
 Usage:
     python benchmarks/finetune.py --workdir runs/finetune                  # the README's table
@@ -48,6 +49,7 @@ from llm_embedder_integrations.evaluation.runner import (
     benchmark_dataset,
     cap_corpus,
     cap_queries,
+    paired_gain,
 )
 from llm_embedder_integrations.llm import LocalLLM
 from llm_embedder_integrations.training import (
@@ -415,7 +417,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for spec in specs:
             ds = load_dataset(spec.name, "test", **spec.options)
             ds = cap_corpus(cap_queries(ds, args.eval_queries), args.eval_docs)
-            scores: dict[str, dict[str, float]] = {}
+            scores: dict[str, dict[str, Any]] = {}
+            per_query: dict[str, dict[str, float]] = {}
             for index, (name, encoder) in enumerate(encoders.items()):
                 rows = benchmark_dataset(
                     ds, [encoder], label=spec.label, bm25=index == 0, cache=cache
@@ -425,7 +428,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                         continue  # the runner's BM25 + dense hybrid rows: not compared here
                     system = "bm25" if row.system == "bm25" else name
                     scores[system] = {k: row.metrics[k] for k in ("mrr@10", "ndcg@10")}
+                    per_query[system] = row.query_mrr
                     seconds[system] = seconds.get(system, 0.0) + row.seconds
+            for system, values in per_query.items():
+                if system != "base":  # MRR@10 against the base, paired by query
+                    scores[system]["gain"] = list(paired_gain(values, per_query["base"]))
             table[f"{task}: {spec.label}"] = scores
             logger.info("%s: %s", spec.label, json.dumps(scores))
     return {"table": table, "seconds": seconds, "total_seconds": time.perf_counter() - started}
@@ -438,6 +445,21 @@ def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for label, scores in table.items():
         cells = [f"{scores[s]['mrr@10']:.3f} / {scores[s]['ndcg@10']:.3f}" for s in systems]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def gains_markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """MRR@10 of each system minus the base's, with its paired standard error over the queries."""
+    systems = [
+        s
+        for s in SYSTEMS
+        if s != "base" and all("gain" in scores.get(s, {}) for scores in table.values())
+    ]
+    head = ["task: dataset", *(TITLES[s] + " - (b)" for s in systems)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for label, scores in table.items():
+        cells = [f"{scores[s]['gain'][0]:+.3f} ± {scores[s]['gain'][1]:.3f}" for s in systems]
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines)
 
@@ -565,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("eval", "all"):
         result = evaluate(args)
         (args.workdir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-        text = markdown(result["table"])
+        text = markdown(result["table"]) + "\n\n" + gains_markdown(result["table"])
         (args.workdir / "results.md").write_text(text + "\n")
         print(text)
     return 0

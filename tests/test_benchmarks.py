@@ -102,3 +102,17 @@ def test_a_training_speed_setting_times_the_steps_after_its_warm_up(tmp_path):
     assert 2 / result["queries_per_second"] >= step * 0.5
     assert result["seconds"] > 5 * step * 0.5
     assert "| fp32 | " in speed.markdown([result])
+
+
+def test_the_finetune_gains_table_shows_each_system_against_the_base():
+    finetune = load("finetune")
+    row = {
+        "base": {"mrr@10": 0.5, "ndcg@10": 0.6},
+        "bm25": {"mrr@10": 0.4, "ndcg@10": 0.5, "gain": [-0.1, 0.02]},
+        "selected": {"mrr@10": 0.55, "ndcg@10": 0.6, "gain": [0.05, 0.012]},
+    }
+    text = finetune.gains_markdown({"qa: xquad": row, "icl: sni": row})
+    lines = text.splitlines()
+    assert lines[0] == "| task: dataset | (a) BM25 - (b) | (g) selected - (b) |"
+    assert lines[2] == "| qa: xquad | -0.100 ± 0.020 | +0.050 ± 0.012 |"
+    assert len(lines) == 4

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
+
 from .._validation import check_positive_int
 from ..encoder import LLMEmbedder
 from ..lexical import BM25Index, Hybrid
@@ -46,6 +48,7 @@ __all__ = [
     "benchmark_dataset",
     "cap_corpus",
     "cap_queries",
+    "paired_gain",
     "run_benchmark",
 ]
 
@@ -175,6 +178,8 @@ class BenchmarkRow:
         hnsw_recall: HNSW mode only: mean over queries of |top-10 HNSW ∩ top-10 exact| /
             |top-10 exact|.
         exact_metrics: HNSW mode only: the metrics of the exact rankings.
+        query_mrr: MRR@10 of each judged query, to compare two systems query by query
+            (`paired_gain`); left out of `to_dict`.
     """
 
     dataset: str
@@ -187,10 +192,32 @@ class BenchmarkRow:
     seconds: float
     hnsw_recall: float | None = None
     exact_metrics: dict[str, float] | None = None
+    query_mrr: dict[str, float] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as plain JSON-ready data."""
-        return dataclasses.asdict(self)
+        """The row as plain JSON-ready data (without the per-query scores)."""
+        row = dataclasses.asdict(self)
+        del row["query_mrr"]
+        return row
+
+
+def paired_gain(system: Mapping[str, float], base: Mapping[str, float]) -> tuple[float, float]:
+    """Mean and standard error of ``system - base`` over ``base``'s queries, paired by query.
+
+    Both map query ids to a per-query score (`BenchmarkRow.query_mrr`). The error is that of
+    the mean of the per-query differences, so a gain is judged against how much the queries
+    disagree, not against the spread of either system's scores.
+
+    Raises:
+        ValueError: If ``system`` lacks a query of ``base``, or there are fewer than two.
+    """
+    missing = [q for q in base if q not in system]
+    if missing:
+        raise ValueError(f"{len(missing)} queries have no score to pair with, e.g. {missing[0]!r}")
+    if len(base) < 2:
+        raise ValueError(f"a paired standard error needs at least 2 queries, got {len(base)}")
+    diff = np.array([system[q] - base[q] for q in base], dtype=np.float64)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -363,15 +390,17 @@ def benchmark_dataset(
     def finish(
         system: str, how: str, run: Mapping[str, Sequence[str]], start: float, **extra: Any
     ) -> None:
+        metrics, per_query = evaluate_rankings(run, ds.qrels, KS, per_query=True)
         row = BenchmarkRow(
             dataset=label,
             task=ds.task,
             system=system,
             search=how,
-            metrics=evaluate_rankings(run, ds.qrels, KS),
+            metrics=metrics,
             corpus_size=len(doc_ids),
             queries=len(qids),
             seconds=time.perf_counter() - start,
+            query_mrr={q: scores["mrr@10"] for q, scores in per_query.items()},
             **extra,
         )
         rows.append(row)
