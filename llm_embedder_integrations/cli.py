@@ -26,14 +26,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _quiet_bm25s() -> None:
+    """Keep bm25s' DEBUG lines out of the log (BM25 ranks in `eval` and mines in `train`)."""
     from ._imports import is_available
-    from .evaluation.runner import BenchmarkConfig, run_benchmark
 
-    if not args.verbose and is_available("bm25s"):
+    if is_available("bm25s"):
         import bm25s  # noqa: F401  (on import it sets its logger to DEBUG: quiet it after)
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation.runner import BenchmarkConfig, run_benchmark
+
     config = BenchmarkConfig(
         tasks=tuple(args.task),
         model=args.model,
@@ -383,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if args.func in (_eval, _train) and not args.verbose:
+        _quiet_bm25s()
     if args.func in (_index, _query):
         from .indexing import IndexingError
         from .instructions import get_instruction

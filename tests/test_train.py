@@ -527,3 +527,17 @@ def test_the_instruction_warm_up_trains_the_instruction_embeddings_alone_then_ev
     assert sum(not torch.equal(after[k], warm[k]) for k in body) > len(body) // 2
     assert all(p.requires_grad for p in model.parameters())  # released
     assert rates[:2] == [5e-3, 5e-3] and rates[2] < 1e-3  # then the run's own schedule
+
+
+def test_the_train_command_keeps_bm25s_debug_lines_out_of_its_log(monkeypatch, tmp_path):
+    """Mining negatives with `--sources` builds BM25 indexes; bm25s logs at DEBUG by itself."""
+    import logging
+
+    import bm25s  # noqa: F401  (sets its logger to DEBUG on import)
+
+    from llm_embedder_integrations.cli import main
+
+    monkeypatch.setattr(logging.getLogger("bm25s"), "level", logging.DEBUG)
+    with pytest.raises(SystemExit, match="missing.yaml"):
+        main(["train", "--config", str(tmp_path / "missing.yaml")])
+    assert logging.getLogger("bm25s").level == logging.WARNING
