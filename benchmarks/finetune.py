@@ -44,12 +44,12 @@ import torch
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
 from llm_embedder_integrations._cpu import cpu_features, teacher_dtype
 from llm_embedder_integrations.evaluation.datasets import load_dataset
+from llm_embedder_integrations.evaluation.metrics import paired_gain
 from llm_embedder_integrations.evaluation.runner import (
     TASK_DATASETS,
     benchmark_dataset,
     cap_corpus,
     cap_queries,
-    paired_gain,
 )
 from llm_embedder_integrations.llm import LocalLLM
 from llm_embedder_integrations.training import (

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from llm_embedder_integrations.evaluation.metrics import (
     hit_rate,
     mrr,
     ndcg,
+    paired_gain,
     precision,
     recall,
 )
@@ -229,3 +231,17 @@ def test_metrics_ignore_documents_after_k(case):
     truncated = ranking[:k]
     for fn in (hit_rate, mrr, ndcg, recall, precision, average_precision):
         assert fn(ranking, grades, k) == fn(truncated, grades, k)
+
+
+def test_paired_gain_is_the_mean_difference_and_its_standard_error():
+    base = {"a": 0.5, "b": 1.0, "c": 0.0, "d": 0.25}
+    system = {"a": 1.0, "b": 1.0, "c": 0.5, "d": 0.25, "extra": 1.0}  # "extra": not paired
+    mean, error = paired_gain(system, base)
+    diff = np.array([0.5, 0.0, 0.5, 0.0])
+    assert mean == pytest.approx(0.25)
+    assert error == pytest.approx(diff.std(ddof=1) / 2)  # sqrt(4) queries
+    assert paired_gain(base, base) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="1 queries have no score to pair with, e.g. 'd'"):
+        paired_gain({"a": 1.0, "b": 1.0, "c": 1.0}, base)
+    with pytest.raises(ValueError, match="at least 2 queries"):
+        paired_gain({"a": 1.0}, {"a": 0.5})

@@ -23,7 +23,6 @@ from llm_embedder_integrations.evaluation.runner import (
     benchmark_dataset,
     cap_corpus,
     cap_queries,
-    paired_gain,
     run_benchmark,
 )
 from llm_embedder_integrations.lexical import BM25Index
@@ -305,20 +304,6 @@ def test_benchmark_dataset_rows_on_hand_made_data(encoder, encoder_instr):
         assert len(row.query_mrr) == 2
         assert np.mean(list(row.query_mrr.values())) == pytest.approx(row.metrics["mrr@10"])
         assert "query_mrr" not in row.to_dict()
-
-
-def test_paired_gain_is_the_mean_difference_and_its_standard_error():
-    base = {"a": 0.5, "b": 1.0, "c": 0.0, "d": 0.25}
-    system = {"a": 1.0, "b": 1.0, "c": 0.5, "d": 0.25, "extra": 1.0}  # "extra": not paired
-    mean, error = paired_gain(system, base)
-    diff = np.array([0.5, 0.0, 0.5, 0.0])
-    assert mean == pytest.approx(0.25)
-    assert error == pytest.approx(diff.std(ddof=1) / 2)  # sqrt(4) queries
-    assert paired_gain(base, base) == (0.0, 0.0)
-    with pytest.raises(ValueError, match="1 queries have no score to pair with, e.g. 'd'"):
-        paired_gain({"a": 1.0, "b": 1.0, "c": 1.0}, base)
-    with pytest.raises(ValueError, match="at least 2 queries"):
-        paired_gain({"a": 1.0}, {"a": 0.5})
 
 
 @pytest.mark.slow

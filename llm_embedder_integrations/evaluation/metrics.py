@@ -33,6 +33,8 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal, overload
 
+import numpy as np
+
 from .._validation import check_k
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "hit_rate",
     "mrr",
     "ndcg",
+    "paired_gain",
     "precision",
     "recall",
 ]
@@ -314,3 +317,22 @@ def evaluate_rankings(
     keys = next(iter(scores.values())).keys()
     means = {key: math.fsum(s[key] for s in scores.values()) / len(scores) for key in keys}
     return (means, scores) if per_query else means
+
+
+def paired_gain(system: Mapping[str, float], base: Mapping[str, float]) -> tuple[float, float]:
+    """Mean and standard error of ``system - base`` over ``base``'s queries, paired by query.
+
+    Both map query ids to a per-query score (such as `BenchmarkRow.query_mrr`). The error is that of
+    the mean of the per-query differences, so a gain is judged against how much the queries
+    disagree, not against the spread of either system's scores.
+
+    Raises:
+        ValueError: If ``system`` lacks a query of ``base``, or there are fewer than two.
+    """
+    missing = [q for q in base if q not in system]
+    if missing:
+        raise ValueError(f"{len(missing)} queries have no score to pair with, e.g. {missing[0]!r}")
+    if len(base) < 2:
+        raise ValueError(f"a paired standard error needs at least 2 queries, got {len(base)}")
+    diff = np.array([system[q] - base[q] for q in base], dtype=np.float64)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))

@@ -28,14 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
-
 from .._validation import check_positive_int
 from ..encoder import LLMEmbedder
 from ..lexical import BM25Index, Hybrid
 from ..store import ChromaStore
 from .datasets import RetrievalDataset, Split, load_dataset
-from .metrics import evaluate_rankings
+from .metrics import evaluate_rankings, paired_gain
 from .ranking import add_corpus, hnsw_overlap, rank_bm25, rank_with_store
 
 __all__ = [
@@ -199,25 +197,6 @@ class BenchmarkRow:
         row = dataclasses.asdict(self)
         del row["query_mrr"]
         return row
-
-
-def paired_gain(system: Mapping[str, float], base: Mapping[str, float]) -> tuple[float, float]:
-    """Mean and standard error of ``system - base`` over ``base``'s queries, paired by query.
-
-    Both map query ids to a per-query score (`BenchmarkRow.query_mrr`). The error is that of
-    the mean of the per-query differences, so a gain is judged against how much the queries
-    disagree, not against the spread of either system's scores.
-
-    Raises:
-        ValueError: If ``system`` lacks a query of ``base``, or there are fewer than two.
-    """
-    missing = [q for q in base if q not in system]
-    if missing:
-        raise ValueError(f"{len(missing)} queries have no score to pair with, e.g. {missing[0]!r}")
-    if len(base) < 2:
-        raise ValueError(f"a paired standard error needs at least 2 queries, got {len(base)}")
-    diff = np.array([system[q] - base[q] for q in base], dtype=np.float64)
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 _COLUMNS: tuple[tuple[str, str], ...] = (

@@ -38,7 +38,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..evaluation.datasets import RetrievalDataset
-from ..evaluation.metrics import evaluate_rankings
+from ..evaluation.metrics import evaluate_rankings, paired_gain
 from ..instructions import get_instruction
 from .data import TrainingRecord
 
@@ -607,9 +607,12 @@ def _gap(
     means, variances = [], []
     for name in names:
         high, low = queries[better[0]][better[1]][name], queries[other[0]][other[1]][name]
-        diff = np.array([high[q] - low[q] for q in high], dtype=np.float64)
-        means.append(float(diff.mean()) if len(diff) else 0.0)
-        variances.append(float(diff.var(ddof=1)) / len(diff) if len(diff) > 1 else 0.0)
+        if len(high) > 1:
+            mean, error = paired_gain(high, low)
+        else:  # one query or none: no spread to measure
+            mean, error = sum(high[q] - low[q] for q in high), 0.0
+        means.append(mean)
+        variances.append(error**2)
     return float(np.mean(means)), float(np.sqrt(np.sum(variances)) / len(names))
 
 
