@@ -483,6 +483,15 @@ def test_auto_precision_on_the_cpu_follows_its_bf16_support(
     assert (trainer.args.bf16, trainer.args.fp16) == (bf16, False)
 
 
+def test_without_progress_setting_up_the_trainer_draws_no_progress_bar(tmp_path, toy, capsys):
+    # sentence-transformers draws "Computing widget examples" while the trainer is built.
+    build_trainer(small_config(tmp_path, dev_fraction=0.0), toy["tool"])
+    captured = capsys.readouterr()
+    assert "Computing widget examples" not in captured.err + captured.out
+    build_trainer(small_config(tmp_path, dev_fraction=0.0, show_progress=True), toy["tool"])
+    assert "Computing widget examples" in capsys.readouterr().err  # the bar the test looks for
+
+
 def test_the_instruction_warm_up_trains_the_instruction_embeddings_alone_then_everything(
     tmp_path, toy
 ):

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -514,6 +516,32 @@ def training_attention(device_type: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _model_card_bars(show: bool) -> Iterator[None]:
+    """Hide sentence-transformers' "Computing widget examples" bar unless ``show``.
+
+    Building a trainer fills the model card's widget examples behind a tqdm bar that follows
+    neither the trainer's ``disable_tqdm`` nor our ``show_progress``, so a log redirected from
+    ``llm-embedder train --no-progress`` would hold a bar. Where the model-card module is not
+    where this version keeps it, nothing changes.
+    """
+    name = "sentence_transformers.base.model_card"
+    module = importlib.import_module(name) if importlib.util.find_spec(name) else None
+    bar = getattr(module, "tqdm", None)
+    if show or bar is None:
+        yield
+        return
+
+    def hidden(*args: Any, **kwargs: Any) -> Any:
+        return bar(*args, **{**kwargs, "disable": True})
+
+    module.tqdm = hidden
+    try:
+        yield
+    finally:
+        module.tqdm = bar
+
+
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -988,14 +1016,15 @@ def build_trainer(
                 model, token_ids, config.instruction_warmup_steps, config.instruction_warmup_lr
             )
         )
-    trainer = LLMEmbedderTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        loss=loss,
-        data_collator=collator,
-        callbacks=callbacks or None,
-    )
+    with _model_card_bars(config.show_progress):
+        trainer = LLMEmbedderTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            loss=loss,
+            data_collator=collator,
+            callbacks=callbacks or None,
+        )
     if not config.show_progress:
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
