@@ -238,7 +238,8 @@ def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list
     for stem, task in stems:
         raw = data / f"{stem}.jsonl"
         if not teacher.get(task, {}).get("distil"):
-            files.append(raw)  # trained with the contrastive loss (TrainConfig's "auto")
+            # trained with the contrastive loss (TrainConfig's "auto")
+            files.append(_cap_groups(args, raw) if task == "tool" and args.api_cap else raw)
             continue
         kept = _split_distilled(args, raw)
         capped = data / f"{stem}.capped.jsonl"
@@ -252,13 +253,18 @@ def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list
 
 DISTILLED = ".distil.jsonl"
 """Suffix of a distilled file's training records: the scored ones and the unscored rest."""
+CAPPED = ".api.jsonl"
+"""Suffix of a tool file's training records capped per API (``--api-cap``)."""
 
 
 def _split_distilled(args: argparse.Namespace, raw: Path) -> Path:
-    """Hold out a distilled file's dev split before scoring; return its training records' file.
+    """Hold out a file's dev split before scoring (distilled) or capping (`_cap_groups`).
+
+    Returns the file of its training records.
 
     The dev split is made here, as the trainer makes the others (`split_dev`: whole groups,
-    seeded, ``--dev-fraction``), so that the teacher's scores all go to training records.
+    seeded, ``--dev-fraction``), so that the teacher's scores all go to training records and
+    a cap leaves the dev split whole.
     """
     kept, dev = _beside(raw, ".train.jsonl"), _beside(raw, ".dev.jsonl")
     if not (kept.exists() and dev.exists()):
@@ -272,6 +278,27 @@ def _split_distilled(args: argparse.Namespace, raw: Path) -> Path:
         write_jsonl(dev_part, dev)
         write_jsonl(train_part, kept)
     return kept
+
+
+def _cap_groups(args: argparse.Namespace, raw: Path) -> Path:
+    """The file's training records with at most ``--api-cap`` per API, its dev split apart.
+
+    The dev split is held out first (`_split_distilled`) and stays whole, so that the cap
+    changes what trains and not what selects. Within an API the kept records are spread over
+    its records in file order.
+    """
+    out = _beside(raw, f".cap{args.api_cap}{CAPPED}")
+    if not out.exists():
+        records = read_jsonl(_split_distilled(args, raw))
+        by_group: dict[str, list[Any]] = {}
+        for record in records:
+            by_group.setdefault(str(record.extra.get("group")), []).append(record)
+        keep = {id(r) for rs in by_group.values() for r in _spread(rs, args.api_cap)}
+        records = [r for r in records if id(r) in keep]
+        write_jsonl(records, out)
+        cap = args.api_cap
+        logger.info("%s: %d training records, at most %d per API", out.name, len(records), cap)
+    return out
 
 
 def _beside(path: Path, suffix: str) -> Path:
@@ -319,8 +346,8 @@ def _distilled(files: list[Path]) -> bool:
 
 
 def dev_files(files: list[Path]) -> list[Path]:
-    """The dev splits held out of the distilled files before scoring (`_split_distilled`)."""
-    return [_beside(f, ".dev.jsonl") for f in files if f.name.endswith(DISTILLED)]
+    """The dev splits held out before scoring or capping (`_split_distilled`)."""
+    return [_beside(f, ".dev.jsonl") for f in files if f.name.endswith((DISTILLED, CAPPED))]
 
 
 def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:
@@ -510,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["fp32", "bf16"],
         help="teacher dtype (default: bf16 where the CPU or GPU runs it natively, else fp32)",
     )
+    parser.add_argument(
+        "--api-cap",
+        type=int,
+        default=None,
+        help="train on at most N queries per API of each tool file (its dev split stays whole)",
+    )
     parser.add_argument("--group-size", type=int, default=4, help="keys per query (1 + negatives)")
     parser.add_argument(
         "--false-negative-margin",
@@ -571,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)"
     )
     args = parser.parse_args(argv)
+    if args.api_cap is not None and args.api_cap < 1:
+        parser.error(f"--api-cap must be a positive number of queries, got {args.api_cap}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("sentence_transformers", "httpx", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
