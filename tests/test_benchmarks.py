@@ -35,24 +35,21 @@ def test_single_queries_are_timed_one_system_at_a_time():
     assert [q for name, q in calls[:13]] == questions[:5] + questions
 
 
+def _grouped_record(qid: str, task: str, source: str, group: str):
+    from llm_embedder_integrations.training import TrainingRecord
+
+    extra = {"group": group, "source": source}
+    return TrainingRecord(query=qid, task=task, pos=[group], neg=["n"], query_id=qid, extra=extra)
+
+
 def test_a_distilled_file_holds_out_whole_groups_before_scoring_and_merges_the_scores(tmp_path):
     # plumbing: records written and read back, no model
     import argparse
 
-    from llm_embedder_integrations.training import TrainingRecord, read_jsonl, write_jsonl
+    from llm_embedder_integrations.training import read_jsonl, write_jsonl
 
     finetune = load("finetune")
-    records = [
-        TrainingRecord(
-            query=f"q{i}",
-            task="qa",
-            pos=[f"page {i // 5}"],
-            neg=["n"],
-            query_id=f"q{i}",
-            extra={"group": f"page {i // 5}", "source": "nq_qed"},
-        )
-        for i in range(100)
-    ]
+    records = [_grouped_record(f"q{i}", "qa", "nq_qed", f"page {i // 5}") for i in range(100)]
     raw = tmp_path / "nq_qed.jsonl"
     write_jsonl(records, raw)
     args = argparse.Namespace(dev_fraction=0.2, dev_queries=100)
@@ -74,19 +71,12 @@ def test_a_capped_tool_file_keeps_its_dev_split_whole_and_caps_each_api(tmp_path
     # plumbing: records written and read back, no model
     import argparse
 
-    from llm_embedder_integrations.training import TrainingRecord, read_jsonl, write_jsonl
+    from llm_embedder_integrations.training import read_jsonl, write_jsonl
 
     finetune = load("finetune")
     sizes = [40, 12, 5, 3, 2, 2, 1, 1, 1, 1]  # queries per API: one large API, a long tail
     records = [
-        TrainingRecord(
-            query=f"{api}-{i}",
-            task="tool",
-            pos=[f"doc {api}"],
-            neg=["n"],
-            query_id=f"{api}-{i}",
-            extra={"group": f"api {api}", "source": "gorilla_tensorflow"},
-        )
+        _grouped_record(f"{api}-{i}", "tool", "gorilla_tensorflow", f"api {api}")
         for api, size in enumerate(sizes)
         for i in range(size)
     ]
