@@ -26,6 +26,7 @@ Usage:
     python benchmarks/finetune.py --workdir runs/finetune                  # the README's table
     python benchmarks/finetune.py --workdir runs/finetune --stage prepare  # records only
     python benchmarks/finetune.py --workdir runs/finetune --variants selected   # (d) and (g)
+    python benchmarks/finetune.py --workdir runs/capped --api-cap 30  # 30 queries per API at most
 """
 
 from __future__ import annotations
