@@ -242,7 +242,7 @@ def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list
             # trained with the contrastive loss (TrainConfig's "auto")
             files.append(_cap_groups(args, raw) if task == "tool" and args.api_cap else raw)
             continue
-        kept = _split_distilled(args, raw)
+        kept = _hold_out_dev(args, raw)
         capped = data / f"{stem}.capped.jsonl"
         if not capped.exists():
             write_jsonl(_spread(read_jsonl(kept), args.scored_queries), capped)
@@ -258,7 +258,7 @@ CAPPED = ".api.jsonl"
 """Suffix of a tool file's training records capped per API (``--api-cap``)."""
 
 
-def _split_distilled(args: argparse.Namespace, raw: Path) -> Path:
+def _hold_out_dev(args: argparse.Namespace, raw: Path) -> Path:
     """Hold out a file's dev split before scoring (distilled) or capping (`_cap_groups`).
 
     Returns the file of its training records.
@@ -284,20 +284,20 @@ def _split_distilled(args: argparse.Namespace, raw: Path) -> Path:
 def _cap_groups(args: argparse.Namespace, raw: Path) -> Path:
     """The file's training records with at most ``--api-cap`` per API, its dev split apart.
 
-    The dev split is held out first (`_split_distilled`) and stays whole, so that the cap
+    The dev split is held out first (`_hold_out_dev`) and stays whole, so that the cap
     changes what trains and not what selects. Within an API the kept records are spread over
     its records in file order.
     """
-    out = _beside(raw, f".cap{args.api_cap}{CAPPED}")
+    cap = args.api_cap
+    out = _beside(raw, f".cap{cap}{CAPPED}")
     if not out.exists():
-        records = read_jsonl(_split_distilled(args, raw))
+        records = read_jsonl(_hold_out_dev(args, raw))
         by_group: dict[str, list[Any]] = {}
         for record in records:
             by_group.setdefault(str(record.extra.get("group")), []).append(record)
-        keep = {id(r) for rs in by_group.values() for r in _spread(rs, args.api_cap)}
+        keep = {id(r) for rs in by_group.values() for r in _spread(rs, cap)}
         records = [r for r in records if id(r) in keep]
         write_jsonl(records, out)
-        cap = args.api_cap
         logger.info("%s: %d training records, at most %d per API", out.name, len(records), cap)
     return out
 
@@ -347,7 +347,7 @@ def _distilled(files: list[Path]) -> bool:
 
 
 def dev_files(files: list[Path]) -> list[Path]:
-    """The dev splits held out before scoring or capping (`_split_distilled`)."""
+    """The dev splits held out before scoring or capping (`_hold_out_dev`)."""
     return [_beside(f, ".dev.jsonl") for f in files if f.name.endswith((DISTILLED, CAPPED))]
 
 

@@ -53,7 +53,7 @@ def test_a_distilled_file_holds_out_whole_groups_before_scoring_and_merges_the_s
     raw = tmp_path / "nq_qed.jsonl"
     write_jsonl(records, raw)
     args = argparse.Namespace(dev_fraction=0.2, dev_queries=100)
-    kept = finetune._split_distilled(args, raw)
+    kept = finetune._hold_out_dev(args, raw)
     train, dev = read_jsonl(kept), read_jsonl(tmp_path / "nq_qed.dev.jsonl")
     assert len(dev) == 20 and len(train) == 80
     assert not {r.extra["group"] for r in dev} & {r.extra["group"] for r in train}

@@ -33,7 +33,7 @@ from ..encoder import LLMEmbedder
 from ..lexical import BM25Index, Hybrid
 from ..store import ChromaStore
 from .datasets import RetrievalDataset, Split, load_dataset
-from .metrics import evaluate_rankings, paired_gain
+from .metrics import evaluate_rankings
 from .ranking import add_corpus, hnsw_overlap, rank_bm25, rank_with_store
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "benchmark_dataset",
     "cap_corpus",
     "cap_queries",
-    "paired_gain",
     "run_benchmark",
 ]
 
@@ -177,7 +176,7 @@ class BenchmarkRow:
             |top-10 exact|.
         exact_metrics: HNSW mode only: the metrics of the exact rankings.
         query_mrr: MRR@10 of each judged query, to compare two systems query by query
-            (`paired_gain`); left out of `to_dict`.
+            (`evaluation.metrics.paired_gain`); left out of `to_dict`.
     """
 
     dataset: str
