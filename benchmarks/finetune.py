@@ -26,7 +26,7 @@ Usage:
     python benchmarks/finetune.py --workdir runs/finetune                  # the README's table
     python benchmarks/finetune.py --workdir runs/finetune --stage prepare  # records only
     python benchmarks/finetune.py --workdir runs/finetune --variants selected   # (d) and (g)
-    python benchmarks/finetune.py --workdir runs/capped --api-cap 30  # 30 queries per API at most
+    python benchmarks/finetune.py --workdir runs/uncapped --api-cap 0  # every query of every API
 """
 
 from __future__ import annotations
@@ -239,8 +239,7 @@ def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list
     for stem, task in stems:
         raw = data / f"{stem}.jsonl"
         if not teacher.get(task, {}).get("distil"):
-            # trained with the contrastive loss (TrainConfig's "auto")
-            files.append(_cap_groups(args, raw) if task == "tool" and args.api_cap else raw)
+            files.append(raw)  # trained with the contrastive loss (TrainConfig's "auto")
             continue
         kept = _hold_out_dev(args, raw)
         capped = data / f"{stem}.capped.jsonl"
@@ -254,18 +253,15 @@ def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list
 
 DISTILLED = ".distil.jsonl"
 """Suffix of a distilled file's training records: the scored ones and the unscored rest."""
-CAPPED = ".api.jsonl"
-"""Suffix of a tool file's training records capped per API (``--api-cap``)."""
 
 
 def _hold_out_dev(args: argparse.Namespace, raw: Path) -> Path:
-    """Hold out a file's dev split before scoring (distilled) or capping (`_cap_groups`).
+    """Hold out a distilled file's dev split before scoring.
 
     Returns the file of its training records.
 
     The dev split is made here, as the trainer makes the others (`split_dev`: whole groups,
-    seeded, ``--dev-fraction``), so that the teacher's scores all go to training records and
-    a cap leaves the dev split whole.
+    seeded, ``--dev-fraction``), so that the teacher's scores all go to training records.
     """
     kept, dev = _beside(raw, ".train.jsonl"), _beside(raw, ".dev.jsonl")
     if not (kept.exists() and dev.exists()):
@@ -279,27 +275,6 @@ def _hold_out_dev(args: argparse.Namespace, raw: Path) -> Path:
         write_jsonl(dev_part, dev)
         write_jsonl(train_part, kept)
     return kept
-
-
-def _cap_groups(args: argparse.Namespace, raw: Path) -> Path:
-    """The file's training records with at most ``--api-cap`` per API, its dev split apart.
-
-    The dev split is held out first (`_hold_out_dev`) and stays whole, so that the cap
-    changes what trains and not what selects. Within an API the kept records are spread over
-    its records in file order.
-    """
-    cap = args.api_cap
-    out = _beside(raw, f".cap{cap}{CAPPED}")
-    if not out.exists():
-        records = read_jsonl(_hold_out_dev(args, raw))
-        by_group: dict[str, list[Any]] = {}
-        for record in records:
-            by_group.setdefault(str(record.extra.get("group")), []).append(record)
-        keep = {id(r) for rs in by_group.values() for r in _spread(rs, cap)}
-        records = [r for r in records if id(r) in keep]
-        write_jsonl(records, out)
-        logger.info("%s: %d training records, at most %d per API", out.name, len(records), cap)
-    return out
 
 
 def _beside(path: Path, suffix: str) -> Path:
@@ -347,14 +322,37 @@ def _distilled(files: list[Path]) -> bool:
 
 
 def dev_files(files: list[Path]) -> list[Path]:
-    """The dev splits held out before scoring or capping (`_hold_out_dev`)."""
-    return [_beside(f, ".dev.jsonl") for f in files if f.name.endswith((DISTILLED, CAPPED))]
+    """The dev splits held out before scoring (`_hold_out_dev`)."""
+    return [_beside(f, ".dev.jsonl") for f in files if f.name.endswith(DISTILLED)]
+
+
+def train_settings(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
+    """The `TrainConfig` settings every variant shares (the output folder aside)."""
+    return {
+        "data": tuple(str(f) for f in files),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "group_size": args.group_size,
+        "lr": args.lr,
+        "temperature": args.temperature,
+        "max_length": args.max_length,
+        "save_steps": 10**9,
+        "save_total_limit": 1,
+        "logging_steps": 5,
+        "eval_steps": args.eval_steps,
+        "dev_fraction": args.dev_fraction,
+        "dev_max_queries": args.dev_queries,
+        "dev_distractors": args.dev_distractors,
+        "alphas": tuple(args.alphas),
+        "dev_data": tuple(str(f) for f in dev_files(files)),
+        "max_group_queries": {"tool": args.api_cap} if args.api_cap else None,
+        "show_progress": args.progress,
+    }
 
 
 def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:
     """Train the variants (a finished one is reused); return their run summaries."""
     summaries: dict[str, dict[str, Any]] = {}
-    held_out = dev_files(files)
     for name in args.variants:
         if name == "no-distillation" and not _distilled(files):
             logger.info("(f) skipped: no task is distilled, so it would train exactly as (d)")
@@ -364,26 +362,7 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
         if summary_path.exists() and (output / "llm_embedder_training.json").exists():
             summaries[name] = json.loads(summary_path.read_text())
             continue
-        settings: dict[str, Any] = {
-            "data": tuple(str(f) for f in files),
-            "output": str(output),
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "group_size": args.group_size,
-            "lr": args.lr,
-            "temperature": args.temperature,
-            "max_length": args.max_length,
-            "save_steps": 10**9,
-            "save_total_limit": 1,
-            "logging_steps": 5,
-            "eval_steps": args.eval_steps,
-            "dev_fraction": args.dev_fraction,
-            "dev_max_queries": args.dev_queries,
-            "dev_distractors": args.dev_distractors,
-            "alphas": tuple(args.alphas),
-            "dev_data": tuple(str(f) for f in held_out),
-            "show_progress": args.progress,
-        }
+        settings = {**train_settings(args, files), "output": str(output)}
         config = TrainConfig(**{**settings, **VARIANTS[name]})
         started = time.perf_counter()
         result = train(config)
@@ -492,7 +471,8 @@ def gains_markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="data, models and results")
     parser.add_argument(
@@ -541,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-cap",
         type=int,
-        default=None,
-        help="train on at most N queries per API of each tool file (its dev split stays whole)",
+        default=30,
+        help="train on at most N queries per API of each tool source, the dev split drawn "
+        "first (TrainConfig.max_group_queries); 0: no cap (default: 30)",
     )
     parser.add_argument("--group-size", type=int, default=4, help="keys per query (1 + negatives)")
     parser.add_argument(
@@ -605,8 +586,13 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)"
     )
     args = parser.parse_args(argv)
-    if args.api_cap is not None and args.api_cap < 1:
-        parser.error(f"--api-cap must be a positive number of queries, got {args.api_cap}")
+    if args.api_cap < 0:
+        parser.error(f"--api-cap must be a number of queries >= 0, got {args.api_cap}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("sentence_transformers", "httpx", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

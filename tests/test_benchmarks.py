@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -67,37 +66,21 @@ def test_a_distilled_file_holds_out_whole_groups_before_scoring_and_merges_the_s
     ]
 
 
-def test_a_capped_tool_file_keeps_its_dev_split_whole_and_caps_each_api(tmp_path, capsys):
-    # plumbing: records written and read back, no model
-    import argparse
-
-    from llm_embedder_integrations.training import read_jsonl, write_jsonl
+def test_the_api_cap_reaches_the_trainer_and_a_negative_one_is_refused(tmp_path, capsys):
+    # plumbing: the parser and the settings, no run
+    from llm_embedder_integrations.training import TrainConfig
 
     finetune = load("finetune")
-    sizes = [40, 12, 5, 3, 2, 2, 1, 1, 1, 1]  # queries per API: one large API, a long tail
-    records = [
-        _grouped_record(f"{api}-{i}", "tool", "gorilla_tensorflow", f"api {api}")
-        for api, size in enumerate(sizes)
-        for i in range(size)
-    ]
-    raw = tmp_path / "tensorflow.jsonl"
-    write_jsonl(records, raw)
-    args = argparse.Namespace(dev_fraction=0.2, dev_queries=100, api_cap=4)
-    capped = finetune._cap_groups(args, raw)
-    dev = read_jsonl(tmp_path / "tensorflow.dev.jsonl")
-    whole = read_jsonl(tmp_path / "tensorflow.train.jsonl")
-    train = read_jsonl(capped)
-    assert capped.name == "tensorflow.cap4.api.jsonl"
-    assert dev and len(dev) + len(whole) == len(records)  # the dev split is not capped
-    per_api = Counter(r.extra["group"] for r in train)
-    assert per_api == {g: min(n, 4) for g, n in Counter(r.extra["group"] for r in whole).items()}
-    position = {r.query_id: i for i, r in enumerate(whole)}
-    kept = [position[r.query_id] for r in train]
-    assert kept == sorted(kept)  # file order
-    assert finetune.dev_files([capped]) == [tmp_path / "tensorflow.dev.jsonl"]
+    files = [tmp_path / "tensorflow.jsonl", tmp_path / "nq_qed.distil.jsonl"]
+    settings = finetune.train_settings(finetune.parse_args(["--workdir", "w"]), files)
+    assert settings["max_group_queries"] == {"tool": 30}  # the default
+    assert settings["dev_data"] == (str(tmp_path / "nq_qed.dev.jsonl"),)
+    assert TrainConfig(**settings).max_group_queries == {"tool": 30}
+    uncapped = finetune.parse_args(["--workdir", "w", "--api-cap", "0"])
+    assert finetune.train_settings(uncapped, files)["max_group_queries"] is None
     with pytest.raises(SystemExit):
-        finetune.main(["--workdir", str(tmp_path), "--api-cap", "0"])
-    assert "--api-cap must be a positive number of queries, got 0" in capsys.readouterr().err
+        finetune.main(["--workdir", "unused", "--api-cap", "-1"])
+    assert "--api-cap must be a number of queries >= 0, got -1" in capsys.readouterr().err
 
 
 def test_the_training_speed_records_vary_in_length_and_carry_scores_where_distilled():

@@ -95,6 +95,9 @@ def small_config(tmp_path: Path, **changes) -> TrainConfig:
         ),
         ("homogeneous", "yes", "`homogeneous` must be true or false, got 'yes'"),
         ("resume", "", "`resume` must be true, false or a checkpoint directory"),
+        ("max_group_queries", 30, "`max_group_queries` must map tasks to a number of queries"),
+        ("max_group_queries", {"tools": 30}, "`max_group_queries`: unknown task 'tools'"),
+        ("max_group_queries", {"tool": 0}, r"`max_group_queries\['tool'\]` must be a positive"),
     ],
 )
 def test_config_rejects_a_bad_value_and_quotes_it(field, value, message):

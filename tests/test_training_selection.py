@@ -22,8 +22,10 @@ from llm_embedder_integrations.training import TrainConfig, train
 from llm_embedder_integrations.training.data import TrainingRecord, mine_records, write_jsonl
 from llm_embedder_integrations.training.selection import (
     DevCallback,
+    cap_per_group,
     choose_per_task,
     dev_datasets,
+    dev_query_scores,
     dev_scores,
     held_out_dev,
     interpolate,
@@ -114,6 +116,36 @@ def test_training_keys_of_the_same_source_join_the_dev_pool_as_distractors():
     # a training key that is relevant to the dev query counts as relevant when it is pooled
     (full,) = dev_datasets(dev, training, max_distractors=100).values()
     assert len(full.corpus) == 18 and full.qrels["dev-0"] == {"a-p": 1, "t1-p": 1}
+
+
+def test_dev_sets_bar_what_the_test_split_bars(encoder, data_path):
+    # An ICL example is not its own demonstration: in a pool of the records' keys, a dev
+    # query's own line (another record's positive) must not outrank its real demonstrations.
+    ds = load_dataset("sni", "train", data_path=data_path)
+    records, _ = mine_records(ds, encoder, negatives=3, max_positives=1, max_queries=60)
+    dev, training = records[:20], records[20:]
+    (dev_set,) = dev_datasets(dev, training).values()
+    pooled_selves = [
+        qid for qid, r in zip(dev_set.queries, dev, strict=True) if r.query_id in dev_set.corpus
+    ]
+    assert pooled_selves and all(
+        dev[int(qid.split("-")[1])].query_id in dev_set.exclude[qid] for qid in pooled_selves
+    )
+
+    def encode(texts, task, side):
+        return encoder.encode(texts, what=side + "s")
+
+    scores = dev_query_scores(encode, {"sni": dev_set})["sni"]
+    # the reference: each query ranked over the documents it may retrieve
+    docs = list(dev_set.corpus)
+    keys = dict(zip(docs, encode([dev_set.corpus[d] for d in docs], "icl", "key"), strict=True))
+    run = {}
+    for qid, text in dev_set.queries.items():
+        allowed = dev_set.candidate_ids(qid)
+        q = encode([text], "icl", "query")[0]
+        run[qid] = sorted(allowed, key=lambda d: -float(keys[d] @ q))[:10]
+    _, expected = evaluate_rankings(run, dev_set.qrels, ks=(10,), per_query=True)
+    assert scores == pytest.approx({qid: v["mrr@10"] for qid, v in expected.items()})
 
 
 def test_dev_sets_are_scored_per_source_with_their_tasks_instructions():
@@ -257,6 +289,40 @@ def test_trainer_tags_sources_by_file_and_takes_a_given_dev_split(tmp_path):
     assert len(pool.corpus) == 45 + 5
     with pytest.raises(ValueError, match="dev_distractors"):
         TrainConfig(dev_distractors=-1)
+
+
+def test_group_cap_spreads_over_each_group_of_the_capped_tasks():
+    records = [record(f"a{i}", "api-a", task="tool", source="tf") for i in range(5)]
+    records += [record(f"b{i}", "api-b", task="tool", source="tf") for i in range(2)]
+    records += [record(f"c{i}", "api-a", task="tool", source="torch") for i in range(3)]
+    records += [record(f"q{i}", "page", task="qa") for i in range(4)]
+    kept = [r.query for r in cap_per_group(records, {"tool": 2})]
+    # a group is counted per source; the kept records span the group; qa is not capped
+    assert kept == ["a0", "a4", "b0", "b1", "c0", "c2", "q0", "q1", "q2", "q3"]
+    assert cap_per_group(records, {}) == records
+
+
+def test_trainer_caps_groups_after_drawing_the_dev_split(tmp_path):
+    # 10 APIs of 8 queries: the dev split takes whole APIs from all 80, then training keeps 3 each
+    records = [record(f"t{i}", f"api-{i // 8}", task="tool", source="tf") for i in range(80)]
+    config = TrainConfig(
+        output=str(tmp_path / "out"),
+        model=SHIPPED_MODEL,
+        distillation=False,
+        batch_size=4,
+        group_size=3,
+        max_steps=1,
+        dev_fraction=0.2,
+        device="cpu",
+        show_progress=False,
+    )
+    uncapped = build_trainer(config, records)
+    config.max_group_queries = {"tool": 3}
+    capped = build_trainer(config, records)
+    assert [r.query for r in capped.dev_records] == [r.query for r in uncapped.dev_records]
+    assert len(capped.dev_records) == 16
+    assert _examples_per_task(capped.train_dataset) == {"tool": 8 * 3}
+    assert _examples_per_task(uncapped.train_dataset) == {"tool": 64}
 
 
 def lookup_encoder(vectors: dict[str, list[float]]):
@@ -649,6 +715,7 @@ def test_train_command_takes_sources_and_the_example_config_lists_them():
     assert config.sources[:4] == ("nq_qed", "canard", "gorilla_torchhub_train", "gutenberg")
     assert config.interpolate and config.distillation == "auto" and config.dev_fraction == 0.1
     assert config.temperature == 0.05 and config.step_per_task
+    assert config.max_group_queries == {"tool": 30}
 
 
 def test_layer_lr_decay_lowers_the_rate_layer_by_layer_down_to_the_embeddings(tmp_path):

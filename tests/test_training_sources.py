@@ -259,6 +259,20 @@ def test_mining_respects_filters_and_exclusions(encoder):
     assert stats.queries == 1
 
 
+def test_mining_keeps_the_exclusions_that_other_records_hold_as_keys(encoder):
+    base = mining_set()
+    queries = {"q": base.queries["q"], "r": "Which city is the capital of Spain?"}
+    qrels = {"q": {"gold": 1}, "r": {"madrid": 1}}
+    exclude = {"q": {"madrid", "bread"}}
+    ds = RetrievalDataset("mini", "lrlm", base.corpus, queries, qrels, exclude=exclude)
+    records, _ = mine_records(ds, encoder, negatives=2, bm25=False, false_negative_margin=None)
+    q, r = records
+    assert "madrid" in r.pos_ids and "bread" not in {*r.pos_ids, *r.neg_ids, *q.neg_ids}
+    # "madrid", a key of another record, may join a pool with q: it stays barred there
+    assert q.extra["excluded_ids"] == ["madrid"]
+    assert "excluded_ids" not in r.extra
+
+
 def test_mining_rejects_a_bad_setting_by_name(encoder):
     with pytest.raises(ValueError, match="`false_negative_margin` must be a number >= 0"):
         mine_records(mining_set(), encoder, false_negative_margin=-1)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from .._sampling import spread
 from .._validation import check_positive_int
 from ..encoder import LLMEmbedder
 from ..lexical import BM25Index, Hybrid
@@ -266,15 +267,6 @@ class BenchmarkResult:
 # Capping ---------------------------------------------------------------------------------------
 
 
-def _spread(items: Sequence[str], n: int) -> list[str]:
-    """``n`` items evenly spread over ``items`` (first and last included), in order."""
-    if len(items) <= n:
-        return list(items)
-    if n == 1:
-        return [items[0]]
-    return [items[j * (len(items) - 1) // (n - 1)] for j in range(n)]
-
-
 def cap_queries(ds: RetrievalDataset, max_queries: int | None) -> RetrievalDataset:
     """Keep at most ``max_queries`` queries, evenly spread over the dataset's query order.
 
@@ -285,7 +277,7 @@ def cap_queries(ds: RetrievalDataset, max_queries: int | None) -> RetrievalDatas
     check_positive_int(max_queries, "max_queries")
     if len(ds.queries) <= max_queries:
         return ds
-    kept = _spread(list(ds.queries), max_queries)
+    kept = spread(list(ds.queries), max_queries)
     return dataclasses.replace(
         ds,
         queries={q: ds.queries[q] for q in kept},
@@ -310,7 +302,7 @@ def cap_corpus(ds: RetrievalDataset, max_docs: int | None) -> RetrievalDataset:
     judged = {doc for rel in ds.qrels.values() for doc in rel}
     others = [doc for doc in ds.corpus if doc not in judged]
     room = max_docs - len(judged)
-    kept = judged | set(_spread(others, room) if room > 0 else ())
+    kept = judged | set(spread(others, room) if room > 0 else ())
     return dataclasses.replace(
         ds,
         corpus={d: t for d, t in ds.corpus.items() if d in kept},

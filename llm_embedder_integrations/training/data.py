@@ -56,6 +56,7 @@ __all__ = [
     "build_train_dataset",
     "convert_dataset",
     "effective_loss_config",
+    "extra_ids",
     "iter_jsonl",
     "mine_records",
     "read_jsonl",
@@ -457,8 +458,11 @@ def mine_records(
     containing one or contained in one, or one the encoder scores above the best positive by
     more than ``false_negative_margin``. ``pos`` holds the relevant documents, best grade first
     and, within a grade, best ranked first. ``answers`` is filled where the dataset has expected
-    outputs; ``relevant_ids`` (every judged document, for the in-batch false-negative mask) and
-    ``group`` (the dataset's grouping, for a dev split) go to ``extra``.
+    outputs; ``relevant_ids`` (every judged document, for the in-batch false-negative mask),
+    ``group`` (the dataset's grouping, for a dev split) and ``excluded_ids`` go to ``extra``:
+    the documents the dataset bars the query from retrieving (an example itself, a chunk and
+    those after it) among the keys of all the records mined, so that a dev set pooled from
+    them bars them too (`selection.dev_datasets`).
 
     Args:
         dataset: A dataset of `load_dataset` (its train split) or `load_training_source`.
@@ -562,6 +566,7 @@ def mine_records(
                     extra=extra,
                 )
             )
+    _record_exclusions(dataset, records)
     stats.queries = len(records)
     if stats.no_positive:
         logger.warning(
@@ -571,6 +576,22 @@ def mine_records(
         )
     logger.info("%s: %s", dataset.name, stats)
     return records, stats
+
+
+def _record_exclusions(dataset: RetrievalDataset, records: list[TrainingRecord]) -> None:
+    """Store in each record's ``excluded_ids`` its dataset exclusions that are keys of ``records``.
+
+    Only the ids a pool of these records' keys can hold are kept: the exclusions of a long text
+    (every later chunk of a book) would otherwise make the file grow with the square of its
+    length.
+    """
+    if not dataset.exclude:
+        return
+    keys = {str(d) for r in records for d in (*(r.pos_ids or ()), *(r.neg_ids or ()))}
+    for record in records:
+        banned = keys.intersection(dataset.exclude.get(str(record.query_id), ()))
+        if banned:
+            record.extra["excluded_ids"] = sorted(banned)
 
 
 def _ranked(
@@ -710,13 +731,18 @@ def _key_ids(record: TrainingRecord) -> list[str]:
     return record.keys
 
 
-def _relevant_ids(record: TrainingRecord) -> list[str]:
-    """The record's optional ``relevant_ids``: every document relevant to the query."""
-    value = record.extra.get("relevant_ids", [])
+def extra_ids(record: TrainingRecord, name: str) -> list[str]:
+    """The document ids a record carries in ``extra[name]`` (none: an empty list).
+
+    ``relevant_ids``: every document relevant to the query; ``excluded_ids``: those it must not
+    retrieve.
+
+    Raises:
+        TrainingDataError: If the field is not a list of ids.
+    """
+    value = record.extra.get(name, [])
     if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-        raise TrainingDataError(
-            f"must be a list of document ids, got {value!r:.80}", field="relevant_ids"
-        )
+        raise TrainingDataError(f"must be a list of document ids, got {value!r:.80}", field=name)
     return [str(v) for v in value]
 
 
@@ -746,7 +772,7 @@ def _example(
     else:
         chosen = candidates + rng.choices(candidates, k=need - len(candidates))
     order = [positive, *chosen]
-    relevant = {*_relevant_ids(record), *ids[:n_pos], ids[positive]}
+    relevant = {*extra_ids(record, "relevant_ids"), *ids[:n_pos], ids[positive]}
     example: dict[str, Any] = {"query": record.query}
     for i, k in enumerate(order):
         example[f"key_{i}"] = keys[k]

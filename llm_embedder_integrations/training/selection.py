@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from .._sampling import spread
 from ..evaluation.datasets import RetrievalDataset
 from ..evaluation.metrics import evaluate_rankings, paired_gain
 from ..instructions import get_instruction
-from .data import TrainingRecord
+from .data import TrainingRecord, extra_ids
 
 __all__ = [
     "DEV_METRIC",
@@ -48,6 +49,7 @@ __all__ = [
     "Selection",
     "TaskChoice",
     "TeacherQuality",
+    "cap_per_group",
     "choose_per_task",
     "dev_datasets",
     "dev_query_scores",
@@ -193,6 +195,37 @@ def held_out_dev(
     return [r for i, r in enumerate(dev_records) if i in chosen]
 
 
+def cap_per_group(
+    records: Sequence[TrainingRecord], caps: Mapping[str, int]
+) -> list[TrainingRecord]:
+    """At most ``caps[task]`` records of each group (an API, a page, a dialogue) of a task.
+
+    A group is counted per task and source (the record's ``group``, else its first positive).
+    The records kept are spread evenly over the group's records in input order; tasks not in
+    ``caps`` keep all theirs. Cap the training records, after the dev split is drawn from all of
+    them, so that the cap changes what trains and not what selects.
+
+    A few groups can hold most of a small source (TensorFlow Hub's train split: 230 of 482
+    queries on one API), and training on them pulls their documents up for every query.
+    """
+    by_group: dict[tuple[str, str, str], list[int]] = {}
+    for i, record in enumerate(records):
+        if record.task in caps:
+            by_group.setdefault((*dev_unit(record), _group(record)), []).append(i)
+    dropped = {
+        i
+        for (task, _, _), indices in by_group.items()
+        for i in set(indices) - set(spread(indices, caps[task]))
+    }
+    if dropped:
+        counts: dict[str, int] = {}
+        for i in dropped:
+            name = dev_set_name(*dev_unit(records[i]))
+            counts[name] = counts.get(name, 0) + 1
+        logger.info("training records over the cap per group, left out: %s", counts)
+    return [r for i, r in enumerate(records) if i not in dropped]
+
+
 def _key_id(record: TrainingRecord, index: int) -> str:
     ids = [*(record.pos_ids or []), *(record.neg_ids or [])]
     if record.pos_ids is not None and record.neg_ids is not None:
@@ -210,7 +243,10 @@ def dev_datasets(
     """One retrieval set per task and source: the dev queries against all their keys pooled.
 
     A query's relevant documents are its positives and its ``relevant_ids``; every other pooled
-    key (its own hard negatives and the other queries' keys) competes with them. The keys of
+    key (its own hard negatives and the other queries' keys) competes with them, except its
+    ``excluded_ids``, which the set's ``exclude`` bars as the test split bars them (an ICL
+    example is not its own demonstration; a long text's chunk does not retrieve itself or what
+    follows it). The keys of
     ``distractors`` (the training records) of the same task and source, at most
     ``max_distractors`` of them (a seeded sample), join the pool: the dev queries alone pool a
     few dozen keys, where a test corpus holds thousands and ranking is far harder. The sets are
@@ -220,6 +256,7 @@ def dev_datasets(
     corpora: dict[str, dict[str, str]] = {}
     queries: dict[str, dict[str, str]] = {}
     wanted: dict[str, dict[str, set[str]]] = {}
+    barred: dict[str, dict[str, set[str]]] = {}
     for n, record in enumerate(records):
         if record.history is not None:
             continue
@@ -230,8 +267,11 @@ def dev_datasets(
         qid = f"dev-{n}"
         queries.setdefault(name, {})[qid] = record.query
         relevant = {_key_id(record, i) for i in range(len(record.pos))}
-        relevant |= {str(r) for r in record.extra.get("relevant_ids", [])}
+        relevant |= set(extra_ids(record, "relevant_ids"))
         wanted.setdefault(name, {})[qid] = relevant
+        banned = set(extra_ids(record, "excluded_ids")) - relevant
+        if banned:
+            barred.setdefault(name, {})[qid] = banned
     extra: dict[str, dict[str, str]] = {}
     for record in distractors:
         name = dev_set_name(*dev_unit(record))
@@ -255,6 +295,9 @@ def dev_datasets(
             {
                 qid: dict.fromkeys(sorted(r for r in relevant if r in corpora[name]), 1)
                 for qid, relevant in wanted[name].items()
+            },
+            exclude={
+                qid: banned & corpora[name].keys() for qid, banned in barred.get(name, {}).items()
             },
             split="test",
         )
@@ -293,15 +336,25 @@ def st_encoder(model: Any, instructions: bool | Mapping[str, bool], batch_size: 
 def dev_query_scores(
     encode: Encode, datasets: Mapping[str, RetrievalDataset], *, k: int = 10
 ) -> dict[str, dict[str, float]]:
-    """`DEV_METRIC` of each judged query of each dev set: exact search over its pooled corpus."""
+    """`DEV_METRIC` of each judged query of each dev set: exact search over its pooled corpus.
+
+    A query's ``exclude`` ids are barred from its ranking.
+    """
     out = {}
     for name, ds in datasets.items():
         qids, docs = list(ds.queries), list(ds.corpus)
         q = encode([ds.queries[i] for i in qids], ds.task, "query")
         d = encode([ds.corpus[i] for i in docs], ds.task, "key")
         scores = q @ d.T
+        column = {doc: j for j, doc in enumerate(docs)}
+        for row, qid in enumerate(qids):
+            barred = [column[doc] for doc in ds.exclude.get(qid, ()) if doc in column]
+            scores[row, barred] = -np.inf
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        run = {qid: [docs[j] for j in top[r]] for r, qid in enumerate(qids)}
+        run = {
+            qid: [docs[j] for j in top[r] if np.isfinite(scores[r, j])]
+            for r, qid in enumerate(qids)
+        }
         _, per_query = evaluate_rankings(run, ds.qrels, ks=(k,), per_query=True)
         out[name] = {qid: values[DEV_METRIC] for qid, values in per_query.items()}
     return out

@@ -77,6 +77,7 @@ from .selection import (
     DevCallback,
     Selection,
     TeacherQuality,
+    cap_per_group,
     dev_datasets,
     dev_set_name,
     dev_unit,
@@ -206,6 +207,11 @@ class TrainConfig:
             left over when only part of a source is scored by the teacher, say). Their sources
             are not split from ``data``; a record whose group is in the training data is
             dropped.
+        max_group_queries: Per task, at most this many training queries of one group (an API,
+            a page, a dialogue, a book: the records' ``group``), spread over it; the dev split
+            is drawn first, from all the records (`cap_per_group`). ``{"tool": 30}`` keeps a
+            few heavily asked APIs from pulling their documents up for every query. None (the
+            default) trains on every record.
         eval_steps: Score the dev split every this many steps (and at the end); the best
             step's weights are the fine-tuned model.
         interpolate: Choose per task, on the dev split, the interpolation weight between the base
@@ -269,6 +275,7 @@ class TrainConfig:
     dev_max_queries: int = 100
     dev_distractors: int = 300
     dev_data: tuple[str, ...] = ()
+    max_group_queries: Mapping[str, int] | None = None
     layer_lr_decay: float = 1.0
     instruction_warmup_steps: int = 0
     instruction_warmup_lr: float = 1e-3
@@ -311,6 +318,7 @@ class TrainConfig:
         check_positive_int(self.dev_max_queries, "dev_max_queries")
         check_int_at_least_zero(self.dev_distractors, "dev_distractors")
         check_positive_int(self.eval_steps, "eval_steps")
+        self.max_group_queries = _group_caps(self.max_group_queries)
         if isinstance(self.alphas, (int, float)) or not isinstance(self.alphas, Sequence):
             raise ValueError(f"`alphas` must be a list of numbers in [0, 1], got {self.alphas!r}")
         for alpha in self.alphas:
@@ -428,6 +436,22 @@ class TrainConfig:
         out["alphas"] = list(self.alphas)
         out["sources"] = list(self.sources)
         return out
+
+
+def _group_caps(value: Any) -> dict[str, int] | None:
+    """``max_group_queries`` checked: None, or a mapping of known tasks to positive ints."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"`max_group_queries` must map tasks to a number of queries, such as "
+            f"{{tool: 30}}, got {value!r}"
+        )
+    for task, cap in value.items():
+        if task not in TASKS:
+            raise ValueError(f"`max_group_queries`: unknown task {task!r}; tasks: {TASKS}")
+        check_positive_int(cap, f"max_group_queries[{task!r}]")
+    return dict(value)
 
 
 @dataclass(frozen=True)
@@ -950,6 +974,8 @@ def build_trainer(
         )
         dev_records += given
         logger.info("dev split: %s", _dev_counts(dev_records) or "none")
+    if config.max_group_queries:
+        records = cap_per_group(records, config.max_group_queries)
     model = _load_model(config, device)
     plan, quality = distillation_plan(config, records, model)
 
