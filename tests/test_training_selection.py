@@ -260,23 +260,27 @@ def test_a_gain_within_the_dev_noise_keeps_the_simpler_choice():
         choose_per_task(grid, tasks, queries=queries, se=-1)
 
 
+def one_step_config(tmp_path, **changes) -> TrainConfig:
+    """A contrastive run of one step on the CPU, to set up a trainer and look at its data."""
+    settings = {
+        "output": str(tmp_path / "out"),
+        "model": SHIPPED_MODEL,
+        "distillation": False,
+        "batch_size": 4,
+        "group_size": 3,
+        "max_steps": 1,
+        "device": "cpu",
+        "show_progress": False,
+    }
+    return TrainConfig(**{**settings, **changes})
+
+
 def test_trainer_tags_sources_by_file_and_takes_a_given_dev_split(tmp_path):
     train_file, dev_file = tmp_path / "nq.scored.jsonl", tmp_path / "nq.dev.jsonl"
     write_jsonl([record(f"t{i}", f"page-{i}") for i in range(30)], train_file)
     write_jsonl([record(f"d{i}", f"page-{i + 25}") for i in range(20)], dev_file)
     assert {r.extra["source"] for r in read_records(train_file)} == {"nq"}
-    config = TrainConfig(
-        data=(str(train_file),),
-        dev_data=(str(dev_file),),
-        output=str(tmp_path / "out"),
-        model=SHIPPED_MODEL,
-        distillation=False,
-        batch_size=4,
-        group_size=3,
-        max_steps=1,
-        device="cpu",
-        show_progress=False,
-    )
+    config = one_step_config(tmp_path, data=(str(train_file),), dev_data=(str(dev_file),))
     trainer = build_trainer(config)
     # the given dev records of pages 25-29 are trained on: dropped; nq is not split again
     assert sorted(r.query for r in trainer.dev_records) == sorted(f"d{i}" for i in range(5, 20))
@@ -305,17 +309,7 @@ def test_group_cap_spreads_over_each_group_of_the_capped_tasks():
 def test_trainer_caps_groups_after_drawing_the_dev_split(tmp_path):
     # 10 APIs of 8 queries: the dev split takes whole APIs from all 80, then training keeps 3 each
     records = [record(f"t{i}", f"api-{i // 8}", task="tool", source="tf") for i in range(80)]
-    config = TrainConfig(
-        output=str(tmp_path / "out"),
-        model=SHIPPED_MODEL,
-        distillation=False,
-        batch_size=4,
-        group_size=3,
-        max_steps=1,
-        dev_fraction=0.2,
-        device="cpu",
-        show_progress=False,
-    )
+    config = one_step_config(tmp_path, dev_fraction=0.2)
     uncapped = build_trainer(config, records)
     config.max_group_queries = {"tool": 3}
     capped = build_trainer(config, records)
