@@ -65,7 +65,7 @@ from llm_embedder_integrations.training import (
 from llm_embedder_integrations.training.data import mine_records
 from llm_embedder_integrations.training.selection import split_dev, st_encoder, teacher_quality
 from llm_embedder_integrations.training.sources import load_training_source
-from llm_embedder_integrations.training.train import _load_model
+from llm_embedder_integrations.training.train import TASK_SETTINGS, _load_model
 
 logger = logging.getLogger("finetune")
 
@@ -405,6 +405,19 @@ def _model_paths(args: argparse.Namespace) -> dict[str, Path]:
     return paths
 
 
+def expects_instructions(path: Path) -> bool:
+    """Whether a trained model must load with instructions.
+
+    A checkpoint must; a selected model must where its selection kept them for some task (the
+    selection may turn them off for every task).
+    """
+    settings = path / TASK_SETTINGS
+    if not settings.exists():
+        return True
+    tasks = json.loads(settings.read_text(encoding="utf-8")).get("tasks", {})
+    return any(choice.get("instructions") for choice in tasks.values())
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """MRR@10 and nDCG@10 of every system on the TEST split of every dataset."""
     encoders = {
@@ -413,7 +426,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     }
     for name, path in _model_paths(args).items():
         encoder = LLMEmbedder(str(path))
-        if not encoder.instructions:
+        if expects_instructions(path) and not encoder.instructions:
             raise RuntimeError(f"{name}: the trained model did not load with its instructions")
         encoders[name] = encoder
     cache: dict[Any, Any] = {}

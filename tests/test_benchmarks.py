@@ -132,3 +132,31 @@ def test_the_finetune_gains_table_shows_each_system_against_the_base():
     assert lines[0] == "| task: dataset | (a) BM25 - (b) | (g) selected - (b) |"
     assert lines[2] == "| qa: xquad | -0.100 ± 0.020 | +0.050 ± 0.012 |"
     assert len(lines) == 4
+
+
+def test_a_selected_model_without_instructions_is_not_taken_for_a_failed_load(tmp_path):
+    # plumbing: the settings file alone, no model
+    import json
+
+    finetune = load("finetune")
+    assert finetune.expects_instructions(tmp_path)  # a checkpoint: no selection settings
+    choices = {"qa": {"instructions": False}, "chat": {"instructions": False}}
+    (tmp_path / "llm_embedder.json").write_text(json.dumps({"tasks": choices}))
+    assert not finetune.expects_instructions(tmp_path)
+    choices["chat"]["instructions"] = True
+    (tmp_path / "llm_embedder.json").write_text(json.dumps({"tasks": choices}))
+    assert finetune.expects_instructions(tmp_path)
+
+
+def test_reselection_recovers_the_fine_tuned_weights_from_an_interpolated_copy():
+    # plumbing: tensors, no model
+    import torch
+
+    reselect = load("reselect")
+    base = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+    tuned = {"w": torch.tensor([3.0, -2.0]), "b": torch.tensor([1.0])}
+    saved = {k: 0.75 * tuned[k] + 0.25 * base[k] for k in base}
+    recovered = reselect.recover_tuned(base, saved, 0.75)
+    assert all(torch.allclose(recovered[k], tuned[k]) for k in base)
+    with pytest.raises(ValueError, match="a saved weight must be in"):
+        reselect.recover_tuned(base, saved, 0.0)
