@@ -270,7 +270,7 @@ def _hold_out_dev(args: argparse.Namespace, raw: Path) -> Path:
             fraction=args.dev_fraction,
             max_queries=args.dev_queries,
             min_queries=TrainConfig.dev_min_queries,
-            seed=TrainConfig.seed,
+            seed=args.seed,
         )
         write_jsonl(dev_part, dev)
         write_jsonl(train_part, kept)
@@ -347,6 +347,7 @@ def train_settings(args: argparse.Namespace, files: list[Path]) -> dict[str, Any
         "dev_data": tuple(str(f) for f in dev_files(files)),
         "max_group_queries": {"tool": args.api_cap} if args.api_cap else None,
         "show_progress": args.progress,
+        "seed": args.seed,
     }
 
 
@@ -597,6 +598,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        help="the dev split's and the training order's seed, to repeat a run in another folder "
+        f"(default: {TrainConfig.seed})",
     )
     args = parser.parse_args(argv)
     if args.api_cap < 0:

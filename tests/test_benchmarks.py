@@ -51,7 +51,7 @@ def test_a_distilled_file_holds_out_whole_groups_before_scoring_and_merges_the_s
     records = [_grouped_record(f"q{i}", "qa", "nq_qed", f"page {i // 5}") for i in range(100)]
     raw = tmp_path / "nq_qed.jsonl"
     write_jsonl(records, raw)
-    args = argparse.Namespace(dev_fraction=0.2, dev_queries=100)
+    args = argparse.Namespace(dev_fraction=0.2, dev_queries=100, seed=42)
     kept = finetune._hold_out_dev(args, raw)
     train, dev = read_jsonl(kept), read_jsonl(tmp_path / "nq_qed.dev.jsonl")
     assert len(dev) == 20 and len(train) == 80
@@ -76,8 +76,10 @@ def test_the_api_cap_reaches_the_trainer_and_a_negative_one_is_refused(tmp_path,
     assert settings["max_group_queries"] == {"tool": 30}  # the default
     assert settings["dev_data"] == (str(tmp_path / "nq_qed.dev.jsonl"),)
     assert TrainConfig(**settings).max_group_queries == {"tool": 30}
-    uncapped = finetune.parse_args(["--workdir", "w", "--api-cap", "0"])
+    uncapped = finetune.parse_args(["--workdir", "w", "--api-cap", "0", "--seed", "7"])
     assert finetune.train_settings(uncapped, files)["max_group_queries"] is None
+    assert settings["seed"] == TrainConfig.seed and uncapped.seed == 7
+    assert finetune.train_settings(uncapped, files)["seed"] == 7
     with pytest.raises(SystemExit):
         finetune.main(["--workdir", "unused", "--api-cap", "-1"])
     assert "--api-cap must be a number of queries >= 0, got -1" in capsys.readouterr().err
