@@ -91,6 +91,12 @@ def test_dev_split_is_drawn_from_every_source_of_a_task():
     _, dev = split_dev(dialogues, fraction=0.1, min_queries=20)
     assert len(dev) == 25 and len({r.extra["group"] for r in dev}) == 1
     assert split_dev(dialogues, fraction=0.1)[1] == []  # without a floor: none
+    # the smallest dialogue is taken whatever place the seed shuffles it to
+    sizes = {"conv0": 40, "conv1": 35, "conv2": 30, "conv3": 25}
+    uneven = [record(f"{g}-{i}", g, source="locomo") for g, n in sizes.items() for i in range(n)]
+    for seed in range(12):  # seed 11 shuffles it last
+        _, dev = split_dev(uneven, fraction=0.1, min_queries=20, seed=seed)
+        assert {r.extra["group"] for r in dev} == {"conv3"}, seed
     with pytest.raises(ValueError, match="`min_queries` must be a positive int or None"):
         split_dev(big, min_queries=0)
 

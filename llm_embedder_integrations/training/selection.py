@@ -148,8 +148,13 @@ def split_dev(
             if taken + len(groups[group]) <= budget:
                 dev.update(groups[group])
                 taken += len(groups[group])
-        smallest = min(order[:-1], key=lambda g: (len(groups[g]), order.index(g)), default=None)
-        # Large groups (long dialogues): one whole group, if it is at most a third.
+        # Large groups (long dialogues): the smallest whole group, if it is at most a third;
+        # with two groups or more, one is left to train on whichever is taken.
+        smallest = min(
+            order if len(order) > 1 else [],
+            key=lambda g: (len(groups[g]), order.index(g)),
+            default=None,
+        )
         if not taken and floor and smallest is not None and len(groups[smallest]) <= total / 3:
             dev.update(groups[smallest])
             taken = len(groups[smallest])
