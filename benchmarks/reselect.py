@@ -55,11 +55,15 @@ def recover_tuned(base: State, saved: State, alpha: float) -> dict[str, torch.Te
     return {k: base[k] + (saved[k] - base[k]) / alpha for k in base}
 
 
-def step_weights(folder: Path, base: State) -> dict[int, dict[str, torch.Tensor]]:
-    """Each saved step's fine-tuned weights, from the first task saved at a weight above 0."""
+def step_weights(
+    folder: Path, settings: Mapping[str, Mapping[str, Any]], base: State
+) -> dict[int, dict[str, torch.Tensor]]:
+    """Each saved step's fine-tuned weights, from the first task saved at a weight above 0.
+
+    ``settings`` is the folder's per-task choices (``llm_embedder.json``'s ``tasks``).
+    """
     from sentence_transformers import SentenceTransformer
 
-    settings = json.loads((folder / TASK_SETTINGS).read_text(encoding="utf-8"))["tasks"]
     states: dict[int, dict[str, torch.Tensor]] = {}
     for choice in settings.values():
         if choice["alpha"] > 0 and choice["step"] not in states:
@@ -83,7 +87,7 @@ def reselect(workdir: Path, se: float, out: Path) -> dict[str, Any]:
         for task, choice in choose_per_task(grid, tasks, queries=queries, se=se).items()
     }
     base = _load_model(TrainConfig(model=SHIPPED_MODEL), "cpu").state_dict()
-    states = step_weights(folder, base)
+    states = step_weights(folder, settings, base)
     model = SentenceTransformer(str(folder), device="cpu")
     model.prompts = {**(model.prompts or {}), **prompts_for(TASKS)}  # a task may turn them on
     target = out / "models" / "selected"

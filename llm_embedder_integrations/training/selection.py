@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,11 +224,8 @@ def cap_per_group(
         for i in set(indices) - set(spread(indices, caps[task]))
     }
     if dropped:
-        counts: dict[str, int] = {}
-        for i in dropped:
-            name = dev_set_name(*dev_unit(records[i]))
-            counts[name] = counts.get(name, 0) + 1
-        logger.info("training records over the cap per group, left out: %s", counts)
+        counts = Counter(dev_set_name(*dev_unit(records[i])) for i in dropped)
+        logger.info("training records over the cap per group, left out: %s", dict(counts))
     return [r for i, r in enumerate(records) if i not in dropped]
 
 
