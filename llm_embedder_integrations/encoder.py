@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -236,6 +236,23 @@ def _task_models(source: str | os.PathLike[str]) -> dict[str, str]:
         ) from None
 
 
+def task_prompts(prompts: Mapping[str, Any] | None) -> dict[str, str]:
+    """The task instructions among a model's saved prompts.
+
+    An empty one is a task the trainer chose to run without its instruction.
+    """
+    return {k: v for k, v in (prompts or {}).items() if task_of_prompt(k) and isinstance(v, str)}
+
+
+def trained_with_instructions(prompts: Mapping[str, Any] | None, model_id: str) -> bool:
+    """Whether ``instructions="auto"`` turns a model's instructions on.
+
+    That is the case for a model that saved a task instruction among its prompts (one trained
+    by this package), and for LLM-Embedder itself.
+    """
+    return any(task_prompts(prompts).values()) or "llm-embedder" in model_id.lower()
+
+
 def validate_texts(
     texts: Sequence[str], what: str = "texts", *, allow_empty: bool = False
 ) -> list[str]:
@@ -417,15 +434,8 @@ class LLMEmbedder:
         model_max = int(self._st.max_seq_length or 512)
         self.max_length = min(max_length, model_max) if max_length else model_max
         self.dim = embedding_dimension(self._st)
-        # An empty saved prompt is a task the trainer chose to run without its instruction.
-        saved = {
-            k: v
-            for k, v in (self._st.prompts or {}).items()
-            if task_of_prompt(k) and isinstance(v, str)
-        }
-        self.trained_with_instructions = (
-            any(saved.values()) or "llm-embedder" in self.model_id.lower()
-        )
+        saved = task_prompts(self._st.prompts)
+        self.trained_with_instructions = trained_with_instructions(saved, self.model_id)
         self._forced_instructions = instructions is True
         self.instructions = (
             self.trained_with_instructions if instructions == "auto" else bool(instructions)

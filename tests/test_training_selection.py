@@ -18,6 +18,7 @@ import torch
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
 from llm_embedder_integrations.evaluation.datasets import load_dataset
 from llm_embedder_integrations.evaluation.metrics import evaluate_rankings
+from llm_embedder_integrations.instructions import TASKS, prompt_name, prompts_for
 from llm_embedder_integrations.training import TrainConfig, train
 from llm_embedder_integrations.training.data import TrainingRecord, mine_records, write_jsonl
 from llm_embedder_integrations.training.selection import (
@@ -35,6 +36,7 @@ from llm_embedder_integrations.training.selection import (
 )
 from llm_embedder_integrations.training.train import (
     _examples_per_task,
+    _load_base,
     _load_model,
     build_trainer,
     distillation_plan,
@@ -663,8 +665,70 @@ def test_a_run_worse_than_its_base_says_so_and_saves_the_base_for_that_task(sele
     for task in summary["regressed_tasks"]:
         assert tasks[task]["tuned_dev"] < tasks[task]["base_dev"]
     for choice in tasks.values():  # never below the base on the dev split
-        assert choice["dev"] >= choice["base_dev"]
+        assert choice["dev"] is None or choice["dev"] >= choice["base_dev"]
     assert summary["regressed_tasks"], "lr 3e-3 for 6 steps should have hurt a task"
+
+
+def test_tasks_without_a_dev_set_keep_the_base_model(selected_run, caplog):
+    # the run trains qa and tool alone: the other four tasks have nothing to choose on
+    _, result = selected_run
+    settings = json.loads((result.output / "llm_embedder.json").read_text())["tasks"]
+    assert set(settings) == set(TASKS)
+    for task in set(TASKS) - {"qa", "tool"}:
+        entry = settings[task]
+        assert (entry["alpha"], entry["instructions"], entry["dev_mrr@10"]) == (0.0, False, None)
+    assert sorted(result.summary["selection"]["tasks"]) == sorted(TASKS)
+    base = LLMEmbedder(SHIPPED_MODEL, backend="torch", precision="fp32", device="cpu")
+    loaded = LLMEmbedder(str(result.output), backend="torch", precision="fp32", device="cpu")
+    text = ["we talked about the trip to Lisbon last week"]
+    np.testing.assert_allclose(loaded.encode_queries(text, "chat"), base.encode(text), atol=1e-5)
+
+
+def test_a_task_without_a_dev_set_keeps_the_base_as_it_is_used(caplog):
+    # plumbing of the choice rule on hand-made dev scores (no model)
+    grid = {a: {m: {"qa": 0.5 + a / 10} for m in ("plain", "instructions")} for a in (0.0, 1.0)}
+    with caplog.at_level(logging.WARNING):
+        choices = choose_per_task(
+            grid, {"qa": "qa"}, serve=("qa", "chat", "tool"), base_instructions={"tool": True}
+        )
+    assert (choices["qa"].alpha, choices["qa"].measured) == (1.0, True)
+    chat, tool = choices["chat"], choices["tool"]
+    assert (chat.alpha, chat.instructions, chat.dev, chat.measured) == (0.0, False, None, False)
+    assert (tool.alpha, tool.instructions) == (0.0, True)
+    assert "no dev set for chat, tool: " in caplog.text and "keep the base model" in caplog.text
+
+
+def test_the_choice_must_reach_the_base_as_it_is_used():
+    # plumbing of the choice rule (no model): a base trained with its instructions (as
+    # LLM-Embedder is) is measured with them, and every choice must reach that
+    tasks = {"qa": "qa"}
+    grid = {
+        0.0: {"plain": {"qa": 0.60}, "instructions": {"qa": 0.80}},
+        0.5: {"plain": {"qa": 0.70}, "instructions": {"qa": 0.78}},
+        1.0: {"plain": {"qa": 0.75}, "instructions": {"qa": 0.79}},
+    }
+    plain = choose_per_task(grid, tasks)["qa"]
+    assert plain.base_dev == pytest.approx(0.60)
+    used = choose_per_task(grid, tasks, base_instructions={"qa": True})["qa"]
+    assert (used.alpha, used.instructions, used.base_dev) == (0.0, True, pytest.approx(0.80))
+    # a tie with the base keeps the base's own setting
+    flat = {a: {m: {"qa": 0.8} for m in ("plain", "instructions")} for a in (0.0, 1.0)}
+    tie = choose_per_task(flat, tasks, base_instructions={"qa": True})["qa"]
+    assert (tie.alpha, tie.instructions) == (0.0, True)
+
+
+def test_the_base_is_used_with_the_instructions_it_was_trained_with(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from llm_embedder_integrations.encoder import shipped_model_path
+
+    assert _load_base(TrainConfig(model=SHIPPED_MODEL), "cpu")[1] == dict.fromkeys(TASKS, False)
+    model = SentenceTransformer(str(shipped_model_path()), device="cpu")
+    model.prompts = {**prompts_for(TASKS), prompt_name("qa", "query"): ""}
+    model.prompts[prompt_name("qa", "key")] = ""
+    model.save(str(tmp_path / "trained"))
+    _, used = _load_base(TrainConfig(model=str(tmp_path / "trained")), "cpu")
+    assert used == {task: task != "qa" for task in TASKS}
 
 
 def test_the_saved_model_applies_each_tasks_choice_when_loaded(selected_run):

@@ -772,7 +772,14 @@ def _example(
     else:
         chosen = candidates + rng.choices(candidates, k=need - len(candidates))
     order = [positive, *chosen]
-    relevant = {*extra_ids(record, "relevant_ids"), *ids[:n_pos], ids[positive]}
+    # never a negative in another query's group: a relevant key, or one the query must not
+    # retrieve (an ICL query's own example, a chunk's own text), as its test split bars it
+    relevant = {
+        *extra_ids(record, "relevant_ids"),
+        *extra_ids(record, "excluded_ids"),
+        *ids[:n_pos],
+        ids[positive],
+    }
     example: dict[str, Any] = {"query": record.query}
     for i, k in enumerate(order):
         example[f"key_{i}"] = keys[k]

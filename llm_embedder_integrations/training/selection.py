@@ -512,13 +512,15 @@ class TaskChoice:
     """What `select_per_task` chose for one task, with the dev scores behind the choice.
 
     The dev scores are means over the task's dev sets (one per source), each of which is in
-    ``sources``.
+    ``sources``. A task without a dev set keeps the base model as it is used (``alpha = 0``,
+    the base's own instruction setting), and its scores are None.
 
     Attributes:
         alpha: Interpolation weight of the fine-tuned weights (0: the base model).
         instructions: Whether the task's instructions are applied.
         dev: Dev `DEV_METRIC` of the choice.
-        base_dev: Dev score of the base model without instructions.
+        base_dev: Dev score of the base model as it is used: without instructions, unless it
+            was trained with them (`choose_per_task`'s ``base_instructions``).
         tuned_dev: Dev score of the fine-tuned model (``alpha = 1``) with instructions.
         sources: Dev set name -> ``{"dev", "base_dev", "tuned_dev"}`` on that set alone.
         best_dev: The best dev score of the choices that lose on no source.
@@ -530,13 +532,18 @@ class TaskChoice:
 
     alpha: float
     instructions: bool
-    dev: float
-    base_dev: float
-    tuned_dev: float
+    dev: float | None
+    base_dev: float | None
+    tuned_dev: float | None
     sources: dict[str, dict[str, float]] = field(default_factory=dict)
-    best_dev: float = 0.0
+    best_dev: float | None = 0.0
     gap_se: float = 0.0
     step: int | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether the task had a dev set to choose on."""
+        return self.dev is not None
 
 
 Grid = Mapping[float, Mapping[str, Mapping[str, Any]]]
@@ -559,7 +566,15 @@ class Selection:
 
     def regressed(self) -> list[str]:
         """Tasks whose fine-tuned model (``alpha = 1``) is below the base on the dev split."""
-        return [t for t, c in self.tasks.items() if c.tuned_dev < c.base_dev]
+        return [
+            t
+            for t, c in self.tasks.items()
+            if c.tuned_dev is not None and c.base_dev is not None and c.tuned_dev < c.base_dev
+        ]
+
+    def unmeasured(self) -> list[str]:
+        """Tasks without a dev set, which keep the base model."""
+        return [t for t, c in self.tasks.items() if not c.measured]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the run summary (the per-query grid too, to re-run the rule on)."""
@@ -583,21 +598,26 @@ def select_per_task(
     known: Mapping[tuple[float, str], Mapping[str, Mapping[str, float]]] | None = None,
     tuned_step: int | None = None,
     task_weights: Mapping[str, tuple[int, Mapping[str, torch.Tensor]]] | None = None,
+    base_instructions: Mapping[str, bool] | None = None,
+    serve: Collection[str] = (),
 ) -> Selection:
     """Choose, per task, the interpolation weight and the instruction switch on the dev split.
 
     Every ``alpha`` of ``alphas`` (0 is always added) is scored with and without instructions on
     every query of every dev set, and `choose_per_task` applies the rule: among the pairs that
-    score at least the base model (``alpha = 0``, no instructions) on each of the task's dev
-    sets, so a gain on one source never pays for a loss on another, the simplest pair (smallest
-    ``alpha``, then no instructions) within ``se`` standard errors of the best; a task whose
-    gain is within the noise of its dev queries keeps the base model unchanged.
+    score at least the base model (``alpha = 0``, as it is used: see ``base_instructions``) on
+    each of the task's dev sets, so a gain on one source never pays for a loss on another, the
+    simplest pair (smallest ``alpha``, then the base's own instruction setting) within ``se``
+    standard errors of the best; a task whose gain is within the noise of its dev queries keeps
+    the base model unchanged. A task of ``serve`` without a dev set keeps the base model too.
     ``model`` is the sentence-transformers model to load the weights into; it holds
     ``tuned_state`` on return. ``known`` gives cells already scored, ``{(alpha, mode):
     per-query scores}`` (the dev callback's scores are ``(1.0, "instructions")``), which are
     not encoded again. ``task_weights`` gives a task its own fine-tuned weights, ``{task:
     (step, state)}`` (the step where its dev score peaked); the other tasks interpolate towards
     ``tuned_state``, the weights of step ``tuned_step``. Each choice records its step.
+    ``base_instructions`` gives, per task, whether the base model is used with its instructions
+    (a model trained with them); by default it is used without.
     """
     known = known or {}
     task_weights = dict(task_weights or {})
@@ -642,6 +662,8 @@ def select_per_task(
         {n: ds.task for n, ds in datasets.items()},
         queries=selection.queries,
         se=se,
+        base_instructions=base_instructions,
+        serve=serve,
     )
 
     def step_of(task: str, choice: TaskChoice) -> int | None:
@@ -678,6 +700,8 @@ def choose_per_task(
     *,
     queries: Grid | None = None,
     se: float = 1.0,
+    base_instructions: Mapping[str, bool] | None = None,
+    serve: Collection[str] = (),
 ) -> dict[str, TaskChoice]:
     """The choice rule of `select_per_task`, on a grid of dev scores already measured.
 
@@ -688,6 +712,11 @@ def choose_per_task(
             None (or ``se=0``) takes the best mean as it is.
         se: How many standard errors of the paired per-query difference a simpler choice may
             trail the best by and still be taken.
+        base_instructions: Task -> whether the base model is used with its instructions (a
+            model trained with them, such as LLM-Embedder): that is the reference every choice
+            must reach. Tasks left out are used without.
+        serve: Tasks the saved model serves. One without a dev set has nothing to choose on and
+            keeps the base model as it is used, with a warning.
     """
     if isinstance(se, bool) or not isinstance(se, (int, float)) or se < 0:
         raise ValueError(f"`se` must be a number >= 0, got {se!r}")
@@ -695,19 +724,22 @@ def choose_per_task(
     if not grid_alphas or grid_alphas[0] != 0.0:
         raise ValueError("the grid must hold alpha 0 (the base model)")
     top = grid_alphas[-1]
+    on = dict(base_instructions or {})
     names_of: dict[str, list[str]] = {}
     for name, task in tasks.items():
         names_of.setdefault(task, []).append(name)
-    base = grid[0.0]["plain"]
     choices = {}
     for task, names in names_of.items():
-        # simplest first: the smaller alpha, then without instructions
+        own = "instructions" if on.get(task, False) else "plain"
+        modes = (own, "plain" if own == "instructions" else "instructions")
+        base = grid[0.0][own]
+        # simplest first: the smaller alpha, then the base's own instruction setting
         options = [
             (a, mode)
             for a in grid_alphas
-            for mode in ("plain", "instructions")
+            for mode in modes
             if all(grid[a][mode][n] >= base[n] for n in names)
-        ]  # never empty: alpha 0 without instructions is the base itself
+        ]  # never empty: alpha 0 in the base's own setting is the base itself
 
         def mean(option: tuple[float, str], names: list[str] = names) -> float:
             return float(np.mean([grid[option[0]][option[1]][n] for n in names]))
@@ -748,6 +780,23 @@ def choose_per_task(
                 best[0],
                 " with instructions" if best[1] == "instructions" else "",
             )
+    unmeasured = [t for t in serve if t not in choices]
+    for task in unmeasured:
+        choices[task] = TaskChoice(
+            alpha=0.0,
+            instructions=on.get(task, False),
+            dev=None,
+            base_dev=None,
+            tuned_dev=None,
+            best_dev=None,
+        )
+    if unmeasured:
+        logger.warning(
+            "no dev set for %s: nothing shows that fine-tuning helps them, so they keep the "
+            "base model; give them training records (a dev split is drawn from those) or "
+            "`dev_data` to have them chosen on",
+            ", ".join(unmeasured),
+        )
     return choices
 
 

@@ -61,7 +61,7 @@ from .. import _cpu
 from .._imports import require
 from .._model import build_sentence_transformer, pools_instructions, tokens_left_out
 from .._validation import check_int_at_least_zero, check_number, check_positive_int
-from ..encoder import SHIPPED_MODEL, resolve_model
+from ..encoder import SHIPPED_MODEL, resolve_model, task_prompts, trained_with_instructions
 from ..instructions import TASKS, get_instruction, prompt_name, prompts_for
 from .data import (
     TrainingRecord,
@@ -621,21 +621,34 @@ def instruction_token_counts(model: Any, tasks: Sequence[str]) -> dict[tuple[str
 
 
 def _load_model(config: TrainConfig, device: str) -> SentenceTransformer:
-    """A fresh, trainable copy of the model (never the encoder's shared cached instance).
+    """A fresh, trainable copy of the model (never the encoder's shared cached instance)."""
+    return _load_base(config, device)[0]
+
+
+def _load_base(config: TrainConfig, device: str) -> tuple[SentenceTransformer, dict[str, bool]]:
+    """A fresh, trainable copy of the model, and per task whether it is used with instructions.
 
     Built as the encoder builds it (`build_sentence_transformer`), with the instructions as
-    prompts and, unless ``config.pool_instructions``, a mean pooling over the text alone.
+    prompts and, unless ``config.pool_instructions``, a mean pooling over the text alone. The
+    second value is what ``instructions="auto"`` does with the model as it was before training
+    (on for LLM-Embedder or a model trained with them, but for a task saved without).
     """
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    model = build_sentence_transformer(resolve_model(config.model), device)
+    resolved = resolve_model(config.model)
+    model = build_sentence_transformer(resolved, device)
+    saved = task_prompts(model.prompts)
+    used = trained_with_instructions(saved, resolved.model_id)
+    base_instructions = {
+        task: used and saved.get(prompt_name(task, "query")) != "" for task in TASKS
+    }
     # The instructions the model is trained with travel in its config (`LLMEmbedder` "auto").
     model.prompts = {**(model.prompts or {}), **prompts_for(TASKS)}
     if not config.pool_instructions:
         for module in model:
             if isinstance(module, Pooling) and module.pooling_mode != "cls":
                 module.include_prompt = False  # saved in its config, read back at inference
-    return model
+    return model, base_instructions
 
 
 def _precision_flags(config: TrainConfig, on_cuda: bool) -> dict[str, bool]:
@@ -932,7 +945,8 @@ def build_trainer(
 
     The dev split (``config.dev_fraction``) is taken out of the records here; the trainer then
     carries ``dev_records``, ``dev_callback`` (None without a dev split), ``base_state`` (the
-    weights before training, on the CPU), ``distillation`` (the per-task plan) and
+    weights before training, on the CPU), ``base_instructions`` (per task, whether the base
+    is used with its instructions), ``distillation`` (the per-task plan) and
     ``teacher_quality``.
 
     Args:
@@ -976,7 +990,7 @@ def build_trainer(
         logger.info("dev split: %s", _dev_counts(dev_records) or "none")
     if config.max_group_queries:
         records = cap_per_group(records, config.max_group_queries)
-    model = _load_model(config, device)
+    model, base_instructions = _load_base(config, device)
     plan, quality = distillation_plan(config, records, model)
 
     dataset, prompts = build_train_dataset(records, config, plan)
@@ -1057,6 +1071,7 @@ def build_trainer(
     trainer.dev_records = dev_records
     trainer.dev_callback = callback
     trainer.base_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    trainer.base_instructions = base_instructions
     trainer.distillation = plan
     trainer.teacher_quality = quality
     return trainer
@@ -1191,8 +1206,9 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
     With a dev split (``config.dev_fraction > 0``) the dev score is logged every
     ``config.eval_steps`` steps and the best step's weights are kept; with ``interpolate`` the
     saved model holds, per task, the interpolation weight and instruction switch chosen on the
-    dev split (`select_per_task`, `save_selected`). A run whose fine-tuned weights score below
-    the base model on the dev split says so in a warning and in the summary
+    dev split (`select_per_task`, `save_selected`); a task without a dev set (one too small
+    to split, or one not trained) keeps the base model. A run whose fine-tuned weights score
+    below the base model on the dev split says so in a warning and in the summary
     (``llm_embedder_training.json``).
 
     Args:
@@ -1238,6 +1254,8 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
                 known=_known_cells(callback, task_weights),
                 tuned_step=callback.best_step,
                 task_weights=task_weights,
+                base_instructions=trainer.base_instructions,
+                serve=[*TASKS, *(t for t in counts if t not in TASKS)],
             )
             _warn_regressions(selection)
             save_selected(
