@@ -230,28 +230,24 @@ def test_relevant_ids_mark_an_in_batch_duplicate_of_the_positive():
 
 
 def test_a_key_the_query_must_not_retrieve_is_no_in_batch_negative_of_it():
-    # a chunk of a long text: its own text is a key of the record of the chunk before it
-    first = TrainingRecord(
-        query="chunk 1",
-        task="lrlm",
-        pos=["chunk 2"],
-        neg=["chunk 7"],
-        pos_ids=["c2"],
-        neg_ids=["c7"],
-        extra={"excluded_ids": ["c1"]},
-    )
-    before = TrainingRecord(
-        query="chunk 0",
-        task="lrlm",
-        pos=["chunk 1"],
-        neg=["chunk 5"],
-        pos_ids=["c1"],
-        neg_ids=["c5"],
-    )
-    examples = build_examples([first, before], group_size=2, distillation=False)["lrlm"]
-    ids = [i for e in examples for i in e["key_ids"]]
-    mask = in_batch_false_negatives([set(e["relevant_ids"]) for e in examples], ids, group_size=2)
-    assert mask[0].nonzero().flatten().tolist() == [ids.index("lrlm\x00c1")]
+    # long text: chunk i asks for chunk i - 1 and must not retrieve itself or any later chunk,
+    # yet its own text is the positive of the record of chunk i + 1
+    def chunk(i: int, negative: int) -> TrainingRecord:
+        return TrainingRecord(
+            query=f"chunk {i}",
+            task="lrlm",
+            pos=[f"chunk {i - 1}"],
+            neg=[f"chunk {negative}"],
+            pos_ids=[f"c{i - 1}"],
+            neg_ids=[f"c{negative}"],
+            extra={"excluded_ids": [f"c{j}" for j in range(i, 5)]},
+        )
+
+    examples = build_examples([chunk(2, 0), chunk(3, 0)], group_size=2, distillation=False)
+    ids = [i for e in examples["lrlm"] for i in e["key_ids"]]
+    relevant = [set(e["relevant_ids"]) for e in examples["lrlm"]]
+    mask = in_batch_false_negatives(relevant, ids, group_size=2)
+    assert mask[0].nonzero().flatten().tolist() == [ids.index("lrlm\x00c2")]
     assert not mask[1].any()
 
 
