@@ -162,3 +162,27 @@ def test_reselection_recovers_the_fine_tuned_weights_from_an_interpolated_copy()
     assert all(torch.allclose(recovered[k], tuned[k]) for k in base)
     with pytest.raises(ValueError, match="a saved weight must be in"):
         reselect.recover_tuned(base, saved, 0.0)
+
+
+def test_reselection_draws_an_old_runs_dev_groups_again_and_checks_them(tmp_path):
+    # plumbing: records and settings, no model
+    from llm_embedder_integrations.training import TrainConfig
+    from llm_embedder_integrations.training.data import write_jsonl
+    from llm_embedder_integrations.training.selection import dev_groups
+    from llm_embedder_integrations.training.train import split_off_dev
+
+    reselect = load("reselect")
+    records = [_grouped_record(f"q{i}", "qa", "nq", f"page-{i // 3}") for i in range(60)]
+    write_jsonl(records, tmp_path / "nq.jsonl")
+    config = TrainConfig(data=(str(tmp_path / "nq.jsonl"),), dev_fraction=0.2, seed=3)
+    expected = dev_groups(split_off_dev(config, records)[1])
+    (name,) = expected
+    assert len(set(expected[name].values())) > 1
+    scored = {"0.00": {"plain": {name: dict.fromkeys(expected[name], 0.5)}}}
+    summary = {"config": config.to_dict(), "selection": {"queries": scored}}
+    assert reselect.run_groups(summary) == expected
+    saved = {name: dict.fromkeys(expected[name], "one")}
+    assert reselect.run_groups({**summary, "selection": {"groups": saved}}) == saved
+    config = dataclasses.replace(config, dev_max_queries=6)  # a smaller split than the run's
+    with pytest.raises(ValueError, match="does not hold the run's qa/nq queries"):
+        reselect.run_groups({**summary, "config": config.to_dict()})

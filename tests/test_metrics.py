@@ -245,3 +245,26 @@ def test_paired_gain_is_the_mean_difference_and_its_standard_error():
         paired_gain({"a": 1.0, "b": 1.0, "c": 1.0}, base)
     with pytest.raises(ValueError, match="at least 2 queries"):
         paired_gain({"a": 1.0}, {"a": 0.5})
+
+
+def test_a_gain_of_whole_groups_is_judged_by_its_groups():
+    # four articles of ten questions: two gain 0.3 on every question, two lose 0.1
+    base = {f"{g}-{i}": 0.5 for g in "abcd" for i in range(10)}
+    system = {q: 0.5 + (0.3 if q[0] in "ab" else -0.1) for q in base}
+    groups = {q: q[0] for q in base}
+    mean, per_query = paired_gain(system, base)
+    diff = np.array([0.3] * 20 + [-0.1] * 20)
+    assert mean == pytest.approx(0.1)
+    assert per_query == pytest.approx(diff.std(ddof=1) / np.sqrt(40))
+    same, grouped = paired_gain(system, base, groups)
+    assert same == pytest.approx(mean)
+    # 4 groups: sums of the centred differences are +2, +2, -2, -2
+    assert grouped == pytest.approx(np.sqrt(4 / 3 * 16) / 40)
+    assert grouped > 3 * per_query
+    # the same differences spread over the groups: the per-query error stands
+    mixed = {q: "abcd"[int(q.split("-")[1]) % 4] for q in base}
+    assert paired_gain(system, base, mixed)[1] == pytest.approx(per_query)
+    # one group: nothing to measure between groups
+    assert paired_gain(system, base, dict.fromkeys(base, "all"))[1] == per_query
+    with pytest.raises(ValueError, match="1 queries have no group in `groups`, e.g. 'd-9'"):
+        paired_gain(system, base, {q: "x" for q in base if q != "d-9"})

@@ -26,6 +26,7 @@ from llm_embedder_integrations.training.selection import (
     cap_per_group,
     choose_per_task,
     dev_datasets,
+    dev_groups,
     dev_query_scores,
     dev_scores,
     held_out_dev,
@@ -268,6 +269,44 @@ def test_a_gain_within_the_dev_noise_keeps_the_simpler_choice():
         choose_per_task(grid, tasks, queries=queries, se=-1)
 
 
+def test_a_dev_gain_carried_by_one_group_keeps_the_base():
+    # plumbing of the rule on hand-made per-query scores (no model): qa's 20 dev queries come
+    # from 4 articles; at alpha 1 one article gains 0.4 on each of its 5 queries, the others
+    # lose 0.02 on average. Per query that gain is 2 errors clear; over 4 articles it is noise.
+    tasks = {"qa": "qa", "tool/a": "tool", "tool/b": "tool"}
+    same = {"qa": [0.0] * 20, "tool/a": [0.0] * 20, "tool/b": [0.0] * 20}
+    one_article = [0.4 if i < 5 else (-0.01 if i % 2 else -0.03) for i in range(20)]
+    grid, queries = rule_grids(
+        {
+            0.0: {"plain": same, "instructions": same},
+            1.0: {"plain": {**same, "qa": one_article}, "instructions": same},
+        }
+    )
+    groups = {"qa": {f"qa-{i}": f"article-{i // 5}" for i in range(20)}}
+    per_query = choose_per_task(grid, tasks, queries=queries)["qa"]
+    assert per_query.alpha == 1.0
+    grouped = choose_per_task(grid, tasks, queries=queries, groups=groups)["qa"]
+    assert (grouped.alpha, grouped.instructions) == (0.0, False)
+    assert grouped.gap_se > 2 * per_query_error(one_article)
+    # spread over the four articles, the same gains hold: alpha 1 stays
+    spread = {"qa": {f"qa-{i}": f"article-{i % 4}" for i in range(20)}}
+    assert choose_per_task(grid, tasks, queries=queries, groups=spread)["qa"].alpha == 1.0
+
+
+def per_query_error(deltas: list[float]) -> float:
+    return float(np.std(deltas, ddof=1) / np.sqrt(len(deltas)))
+
+
+def test_dev_queries_carry_their_group():
+    dev = [record("a", "g1", source="nq"), record("b", "g2", source="nq"), record("c", "g1")]
+    sets = dev_datasets(dev)
+    assert {n: {q: m["group"] for q, m in ds.metadata.items()} for n, ds in sets.items()} == {
+        "qa/nq": {"dev-0": "g1", "dev-1": "g2"},
+        "qa": {"dev-2": "g1"},
+    }
+    assert dev_groups(dev) == {"qa/nq": {"dev-0": "g1", "dev-1": "g2"}, "qa": {"dev-2": "g1"}}
+
+
 def one_step_config(tmp_path, **changes) -> TrainConfig:
     """A contrastive run of one step on the CPU, to set up a trainer and look at its data."""
     settings = {
@@ -467,6 +506,8 @@ def test_run_logs_a_dev_curve_and_keeps_the_best_step(selected_run):
     assert set(dev) == {"qa/xquad", "tool/gorilla_torchhub"}
     assert all(0 < n <= 24 for n in dev.values())
     assert any("dev_mrr@10" in entry for entry in result.log_history)
+    groups = result.summary["selection"]["groups"]
+    assert set(groups) == set(dev) and all(len(groups[n]) == dev[n] for n in dev)
     for task, name in (("qa", "qa/xquad"), ("tool", "tool/gorilla_torchhub")):
         peak = max(curve, key=lambda e, name=name: (e[f"dev_mrr@10/{name}"], -e["step"]))
         assert result.summary["task_best_steps"][task] == peak["step"]

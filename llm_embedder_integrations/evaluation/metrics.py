@@ -319,15 +319,26 @@ def evaluate_rankings(
     return (means, scores) if per_query else means
 
 
-def paired_gain(system: Mapping[str, float], base: Mapping[str, float]) -> tuple[float, float]:
+def paired_gain(
+    system: Mapping[str, float],
+    base: Mapping[str, float],
+    groups: Mapping[str, str] | None = None,
+) -> tuple[float, float]:
     """Mean and standard error of ``system - base`` over ``base``'s queries, paired by query.
 
     Both map query ids to a per-query score (such as `BenchmarkRow.query_mrr`). The error is that of
     the mean of the per-query differences, so a gain is judged against how much the queries
     disagree, not against the spread of either system's scores.
 
+    ``groups`` (query id -> its group: an article, a dialogue, an API) makes the error that of
+    a sample of groups: queries of one group tend to gain or lose together, so a split drawn
+    by whole groups knows less than its query count says. The error is then the larger of the
+    per-query one and the cluster-robust one (the differences summed within each group, with
+    the small-sample factor ``G / (G - 1)``); with one group it is the per-query one.
+
     Raises:
-        ValueError: If ``system`` lacks a query of ``base``, or there are fewer than two.
+        ValueError: If ``system`` lacks a query of ``base``, there are fewer than two, or
+            ``groups`` lacks one.
     """
     missing = [q for q in base if q not in system]
     if missing:
@@ -335,4 +346,19 @@ def paired_gain(system: Mapping[str, float], base: Mapping[str, float]) -> tuple
     if len(base) < 2:
         raise ValueError(f"a paired standard error needs at least 2 queries, got {len(base)}")
     diff = np.array([system[q] - base[q] for q in base], dtype=np.float64)
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    mean, error = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    if groups is None:
+        return mean, error
+    ungrouped = [q for q in base if q not in groups]
+    if ungrouped:
+        raise ValueError(
+            f"{len(ungrouped)} queries have no group in `groups`, e.g. {ungrouped[0]!r}"
+        )
+    sums: dict[str, float] = {}
+    for q, d in zip(base, diff, strict=True):
+        sums[groups[q]] = sums.get(groups[q], 0.0) + d - mean
+    if len(sums) > 1:
+        g = len(sums)
+        clustered = np.sqrt(g / (g - 1) * sum(v * v for v in sums.values())) / len(diff)
+        error = max(error, float(clustered))
+    return mean, error

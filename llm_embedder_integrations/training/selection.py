@@ -229,6 +229,19 @@ def cap_per_group(
     return [r for i, r in enumerate(records) if i not in dropped]
 
 
+def dev_groups(records: Sequence[TrainingRecord]) -> dict[str, dict[str, str]]:
+    """The group of each query of `dev_datasets` (of the same records): ``{set: {qid: group}}``.
+
+    The choice rule measures a dev gain's error over these groups (`paired_gain`): the dev
+    split is drawn by whole groups, as the test splits are, so a gain must hold across groups.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for n, record in enumerate(records):
+        if record.history is None:
+            out.setdefault(dev_set_name(*dev_unit(record)), {})[f"dev-{n}"] = _group(record)
+    return out
+
+
 def _key_id(record: TrainingRecord, index: int) -> str:
     ids = [*(record.pos_ids or []), *(record.neg_ids or [])]
     if record.pos_ids is not None and record.neg_ids is not None:
@@ -254,7 +267,8 @@ def dev_datasets(
     ``max_distractors`` of them (a seeded sample), join the pool: the dev queries alone pool a
     few dozen keys, where a test corpus holds thousands and ranking is far harder. The sets are
     keyed by `dev_set_name` (``"tool/gorilla_tensorflow"``; the task alone for records without
-    a source), and each set's ``task`` is its task.
+    a source), and each set's ``task`` is its task; a query's ``metadata`` holds its ``group``
+    (`dev_groups`).
     """
     corpora: dict[str, dict[str, str]] = {}
     queries: dict[str, dict[str, str]] = {}
@@ -289,6 +303,7 @@ def dev_datasets(
             keys = sorted(random.Random(f"{seed}\x00{name}").sample(keys, max_distractors))
         corpora[name].update((k, pool[k]) for k in keys)
     tasks = {dev_set_name(*dev_unit(r)): r.task for r in records}
+    groups = dev_groups(records)
     return {
         name: RetrievalDataset(
             f"dev-{name}",
@@ -299,6 +314,7 @@ def dev_datasets(
                 qid: dict.fromkeys(sorted(r for r in relevant if r in corpora[name]), 1)
                 for qid, relevant in wanted[name].items()
             },
+            metadata={qid: {"group": group} for qid, group in groups[name].items()},
             exclude={
                 qid: banned & corpora[name].keys() for qid, banned in barred.get(name, {}).items()
             },
@@ -558,11 +574,13 @@ class Selection:
         tasks: Task -> its choice.
         grid: ``{alpha: {"instructions" | "plain": {dev set name: score}}}``.
         queries: The same grid with each dev set's per-query scores, ``{query id: score}``.
+        groups: Each dev set's query groups, ``{dev set name: {query id: group}}``.
     """
 
     tasks: dict[str, TaskChoice] = field(default_factory=dict)
     grid: dict[float, dict[str, dict[str, float]]] = field(default_factory=dict)
     queries: dict[float, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+    groups: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def regressed(self) -> list[str]:
         """Tasks whose fine-tuned model (``alpha = 1``) is below the base on the dev split."""
@@ -583,6 +601,7 @@ class Selection:
             "tasks": {t: vars(c) for t, c in self.tasks.items()},
             "grid": {f"{a:.2f}": v for a, v in self.grid.items()},
             "queries": {f"{a:.2f}": v for a, v in self.queries.items()},
+            "groups": self.groups,
         }
 
 
@@ -608,8 +627,8 @@ def select_per_task(
     score at least the base model (``alpha = 0``, as it is used: see ``base_instructions``) on
     each of the task's dev sets, so a gain on one source never pays for a loss on another, the
     simplest pair (smallest ``alpha``, then the base's own instruction setting) within ``se``
-    standard errors of the best; a task whose gain is within the noise of its dev queries keeps
-    the base model unchanged. A task of ``serve`` without a dev set keeps the base model too.
+    standard errors of the best (errors over the dev split's groups, `dev_groups`); a task
+    whose gain is within the noise of its dev split keeps the base model unchanged. A task of ``serve`` without a dev set keeps the base model too.
     ``model`` is the sentence-transformers model to load the weights into; it holds
     ``tuned_state`` on return. ``known`` gives cells already scored, ``{(alpha, mode):
     per-query scores}`` (the dev callback's scores are ``(1.0, "instructions")``), which are
@@ -630,7 +649,16 @@ def select_per_task(
     for name, ds in datasets.items():
         weights = task_weights[ds.task][1] if ds.task in task_weights else tuned_state
         groups.setdefault(id(weights), (weights, {}))[1][name] = ds
-    selection = Selection()
+    selection = Selection(
+        groups={
+            name: {
+                q: str(ds.metadata[q]["group"])
+                for q in ds.queries
+                if "group" in ds.metadata.get(q, {})
+            }
+            for name, ds in datasets.items()
+        }
+    )
     was_training = model.training
     model.eval()
     try:
@@ -661,6 +689,7 @@ def select_per_task(
         selection.grid,
         {n: ds.task for n, ds in datasets.items()},
         queries=selection.queries,
+        groups=selection.groups,
         se=se,
         base_instructions=base_instructions,
         serve=serve,
@@ -679,14 +708,21 @@ def select_per_task(
 
 
 def _gap(
-    queries: Grid, better: tuple[float, str], other: tuple[float, str], names: Sequence[str]
+    queries: Grid,
+    better: tuple[float, str],
+    other: tuple[float, str],
+    names: Sequence[str],
+    groups: Mapping[str, Mapping[str, str]],
 ) -> tuple[float, float]:
-    """Mean over ``names`` of ``better - other`` and its standard error, paired by query."""
+    """Mean over ``names`` of ``better - other`` and its standard error, paired by query.
+
+    A dev set with its queries' ``groups`` has the error of a sample of groups (`paired_gain`).
+    """
     means, variances = [], []
     for name in names:
         high, low = queries[better[0]][better[1]][name], queries[other[0]][other[1]][name]
         if len(high) > 1:
-            mean, error = paired_gain(high, low)
+            mean, error = paired_gain(high, low, groups.get(name) or None)
         else:  # one query or none: no spread to measure
             mean, error = sum(high[q] - low[q] for q in high), 0.0
         means.append(mean)
@@ -699,6 +735,7 @@ def choose_per_task(
     tasks: Mapping[str, str],
     *,
     queries: Grid | None = None,
+    groups: Mapping[str, Mapping[str, str]] | None = None,
     se: float = 1.0,
     base_instructions: Mapping[str, bool] | None = None,
     serve: Collection[str] = (),
@@ -710,6 +747,11 @@ def choose_per_task(
         tasks: Dev set name -> its task.
         queries: The same grid with per-query scores (``{dev set name: {query id: score}}``);
             None (or ``se=0``) takes the best mean as it is.
+        groups: Each dev set's query groups (``{dev set name: {query id: group}}``, as
+            `dev_groups` gives): the error of a set with groups is that of a sample of groups,
+            the larger of the per-query and the cluster-robust one (`paired_gain`). A dev split
+            is drawn by whole groups (articles, dialogues, APIs), as the test splits are, and the
+            queries of one group tend to gain or lose together. Sets left out: per query.
         se: How many standard errors of the paired per-query difference a simpler choice may
             trail the best by and still be taken.
         base_instructions: Task -> whether the base model is used with its instructions (a
@@ -748,7 +790,7 @@ def choose_per_task(
         chosen, gap_se = best, 0.0
         if queries is not None and se > 0:
             for option in options:
-                gap, error = _gap(queries, best, option, names)
+                gap, error = _gap(queries, best, option, names, groups or {})
                 if gap <= se * error:
                     chosen, gap_se = option, error
                     break

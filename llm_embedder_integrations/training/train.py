@@ -938,6 +938,36 @@ def _device(config: TrainConfig) -> str:
     return "cuda" if on_cuda else "cpu"
 
 
+def split_off_dev(
+    config: TrainConfig, records: Sequence[TrainingRecord]
+) -> tuple[list[TrainingRecord], list[TrainingRecord]]:
+    """The run's training and dev records: ``config.dev_data`` and a split of the rest.
+
+    The dev records of ``config.dev_data`` of a group that is trained on are dropped
+    (`held_out_dev`); each task and source without them has its dev split drawn from
+    ``records`` (`split_dev`). Seeded: the same records give the same split.
+    """
+    if config.dev_fraction <= 0:
+        return list(records), []
+    given = held_out_dev(
+        [r for path in config.dev_data for r in read_records(path)],
+        records,
+        max_queries=config.dev_max_queries,
+        seed=config.seed,
+    )
+    kept, dev_records = split_dev(
+        records,
+        fraction=config.dev_fraction,
+        max_queries=config.dev_max_queries,
+        min_queries=config.dev_min_queries,
+        seed=config.seed,
+        exclude={dev_unit(r) for r in given},
+    )
+    dev_records += given
+    logger.info("dev split: %s", _dev_counts(dev_records) or "none")
+    return kept, dev_records
+
+
 def build_trainer(
     config: TrainConfig, records: Sequence[TrainingRecord] | None = None
 ) -> LLMEmbedderTrainer:
@@ -970,24 +1000,7 @@ def build_trainer(
         raise ValueError("no training records: the data files are empty")
     device = _device(config)
     precision = _precision_flags(config, device == "cuda")
-    dev_records: list[TrainingRecord] = []
-    if config.dev_fraction > 0:
-        given = held_out_dev(
-            [r for path in config.dev_data for r in read_records(path)],
-            records,
-            max_queries=config.dev_max_queries,
-            seed=config.seed,
-        )
-        records, dev_records = split_dev(
-            records,
-            fraction=config.dev_fraction,
-            max_queries=config.dev_max_queries,
-            min_queries=config.dev_min_queries,
-            seed=config.seed,
-            exclude={dev_unit(r) for r in given},
-        )
-        dev_records += given
-        logger.info("dev split: %s", _dev_counts(dev_records) or "none")
+    records, dev_records = split_off_dev(config, records)
     if config.max_group_queries:
         records = cap_per_group(records, config.max_group_queries)
     model, base_instructions = _load_base(config, device)
