@@ -628,7 +628,8 @@ def select_per_task(
     each of the task's dev sets, so a gain on one source never pays for a loss on another, the
     simplest pair (smallest ``alpha``, then the base's own instruction setting) within ``se``
     standard errors of the best (errors over the dev split's groups, `dev_groups`); a task
-    whose gain is within the noise of its dev split keeps the base model unchanged. A task of ``serve`` without a dev set keeps the base model too.
+    whose gain is within the noise of its dev split keeps the base model unchanged. A task of
+    ``serve`` without a dev set keeps the base model too.
     ``model`` is the sentence-transformers model to load the weights into; it holds
     ``tuned_state`` on return. ``known`` gives cells already scored, ``{(alpha, mode):
     per-query scores}`` (the dev callback's scores are ``(1.0, "instructions")``), which are
