@@ -590,10 +590,6 @@ class Selection:
             if c.tuned_dev is not None and c.base_dev is not None and c.tuned_dev < c.base_dev
         ]
 
-    def unmeasured(self) -> list[str]:
-        """Tasks without a dev set, which keep the base model."""
-        return [t for t, c in self.tasks.items() if not c.measured]
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the run summary (the per-query grid too, to re-run the rule on)."""
         return {
@@ -652,11 +648,7 @@ def select_per_task(
         groups.setdefault(id(weights), (weights, {}))[1][name] = ds
     selection = Selection(
         groups={
-            name: {
-                q: str(ds.metadata[q]["group"])
-                for q in ds.queries
-                if "group" in ds.metadata.get(q, {})
-            }
+            name: {q: str(m["group"]) for q, m in ds.metadata.items() if "group" in m}
             for name, ds in datasets.items()
         }
     )
