@@ -135,7 +135,19 @@ def _load_gguf(folder: str, gguf_file: str, dtype: torch.dtype) -> tuple[Any, An
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:  # a read-only or full cache costs time, never the model
         logger.warning("could not cache the converted %s (%s)", gguf_file, exc)
-    return model.to(dtype), tokenizer
+    return _cast_weights(model, dtype), tokenizer
+
+
+def _cast_weights(model: Any, dtype: torch.dtype) -> Any:
+    """Cast the weights to ``dtype`` as ``from_pretrained(..., dtype=dtype)`` loads them.
+
+    ``model.to(dtype)`` would cast the buffers too: a bf16 model would compute its rotary
+    embedding from bf16 frequencies, where one read from the converted copy keeps them in
+    fp32, and score differently on the run that converts the file than on every later one.
+    """
+    for parameter in model.parameters():
+        parameter.data = parameter.data.to(dtype)
+    return model
 
 
 _lock = threading.Lock()

@@ -13,9 +13,9 @@ from llm_embedder_integrations.llm import LocalLLM, converted_gguf_dir, smollm2_
 TEXT = "Knowledge: Oslo is the capital of Norway.\n\nQuestion: What is the capital of Norway?"
 
 
-def fresh_load(monkeypatch) -> LocalLLM:
+def fresh_load(monkeypatch, dtype: str = "fp32") -> LocalLLM:
     monkeypatch.setattr(llm_module, "_loaded", {})  # no in-process reuse: load as a new process
-    return LocalLLM(device="cpu", dtype="fp32")
+    return LocalLLM(device="cpu", dtype=dtype)
 
 
 def test_gguf_is_converted_once_and_the_copy_loads_the_same_model(tmp_path, monkeypatch, caplog):
@@ -55,6 +55,29 @@ def test_gguf_is_converted_once_and_the_copy_loads_the_same_model(tmp_path, monk
     ) == converted.tokenizer.apply_chat_template(messages, tokenize=False)
     assert cached.tokenizer.pad_token == converted.tokenizer.pad_token
     assert cached.chat(messages, max_new_tokens=8) == converted.chat(messages, max_new_tokens=8)
+
+
+def test_a_bf16_model_is_the_same_converted_cached_or_uncacheable(tmp_path, monkeypatch):
+    # A bf16 teacher cast its rotary frequencies to bf16 when it was just converted (or could
+    # not be cached) and kept them in fp32 when read from the cache, so a run's teacher scores
+    # depended on whether an earlier run had converted the GGUF file.
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("LLM_EMBEDDER_CACHE", str(blocked / "cache"))
+    uncacheable = fresh_load(monkeypatch, "bf16")
+    monkeypatch.setenv("LLM_EMBEDDER_CACHE", str(tmp_path / "cache"))
+    converted = fresh_load(monkeypatch, "bf16")
+    cached = fresh_load(monkeypatch, "bf16")
+    ids = cached.tokenizer(TEXT, return_tensors="pt")
+    with torch.no_grad():
+        expected = cached.hf_model(**ids).logits
+    for model in (converted.hf_model, uncacheable.hf_model):
+        assert {n: b.dtype for n, b in model.named_buffers()} == {
+            n: b.dtype for n, b in cached.hf_model.named_buffers()
+        }
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+        with torch.no_grad():
+            assert torch.equal(model(**ids).logits, expected)
 
 
 def test_the_converted_copy_is_keyed_by_the_gguf_file(tmp_path, monkeypatch):
