@@ -45,7 +45,7 @@ import torch
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
 from llm_embedder_integrations._cpu import cpu_features, teacher_dtype
 from llm_embedder_integrations.evaluation.datasets import load_dataset
-from llm_embedder_integrations.evaluation.metrics import paired_gain
+from llm_embedder_integrations.evaluation.metrics import gain_by_group, paired_gain
 from llm_embedder_integrations.evaluation.runner import (
     TASK_DATASETS,
     benchmark_dataset,
@@ -451,12 +451,75 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     scores[system] = {k: row.metrics[k] for k in ("mrr@10", "ndcg@10")}
                     per_query[system] = row.query_mrr
                     seconds[system] = seconds.get(system, 0.0) + row.seconds
+            groups = _query_groups(ds)
             for system, values in per_query.items():
                 if system != "base":  # MRR@10 against the base, paired by query
                     scores[system]["gain"] = list(paired_gain(values, per_query["base"]))
+                    scores[system]["by_group"] = split_by_group(values, per_query["base"], groups)
             table[f"{task}: {spec.label}"] = scores
             logger.info("%s: %s", spec.label, json.dumps(scores))
     return {"table": table, "seconds": seconds, "total_seconds": time.perf_counter() - started}
+
+
+def _query_groups(ds: Any) -> dict[str, str] | None:
+    """Each test query's group (article, dialogue, API), or None where the set has none."""
+    groups = {q: str(m["group"]) for q, m in ds.metadata.items() if "group" in m}
+    return groups if groups.keys() >= ds.queries.keys() else None
+
+
+def split_by_group(
+    system: dict[str, float], base: dict[str, float], groups: dict[str, str] | None, top: int = 5
+) -> dict[str, Any]:
+    """Where a system's MRR@10 difference from the base sits.
+
+    How many queries and groups (articles, dialogues, APIs; queries where the set has no
+    groups) rank higher and lower, and the ``top`` groups that lose most, each with its share
+    of the row's difference (`gain_by_group`: the shares add up to it) and its query count.
+    """
+    shares = gain_by_group(system, base, groups)
+    diffs = [system[q] - base[q] for q in base]
+    return {
+        "unit": "query" if groups is None else "group",
+        "queries": len(diffs),
+        "queries_higher": sum(d > 0 for d in diffs),
+        "queries_lower": sum(d < 0 for d in diffs),
+        "groups": len(shares),
+        "higher": sum(share > 0 for share, _ in shares.values()),
+        "lower": sum(share < 0 for share, _ in shares.values()),
+        "largest_losses": [
+            [group, share, n]
+            for group, (share, n) in sorted(shares.items(), key=lambda item: item[1][0])[:top]
+            if share < 0
+        ],
+    }
+
+
+def losses_markdown(table: dict[str, dict[str, Any]], system: str = "selected") -> str:
+    """The rows where ``system`` trails the base, and the groups that carry the loss."""
+    head = (
+        "| task: dataset | difference | queries lower / higher | groups lower / higher "
+        "| largest losses (share of the difference, queries) |"
+    )
+    lines = [head, "|---|---|---|---|---|"]
+    for label, scores in table.items():
+        row = scores.get(system)
+        if row is None or "by_group" not in row or row["gain"][0] >= 0:
+            continue
+        split = row["by_group"]
+        groups = (
+            f"{split['lower']} / {split['higher']} of {split['groups']}"
+            if split["unit"] == "group"
+            else "(no groups)"
+        )
+        losses = ", ".join(f"{g} {share:+.4f} ({n})" for g, share, n in split["largest_losses"])
+        lines.append(
+            f"| {label} | {row['gain'][0]:+.3f} ± {row['gain'][1]:.3f} "
+            f"| {split['queries_lower']} / {split['queries_higher']} of {split['queries']} "
+            f"| {groups} | {losses} |"
+        )
+    if len(lines) == 2:
+        return f"{TITLES[system]} is at or above the base on every row."
+    return "\n".join(lines)
 
 
 def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -631,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args)
         (args.workdir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         text = markdown(result["table"]) + "\n\n" + gains_markdown(result["table"])
+        if any("selected" in scores for scores in result["table"].values()):
+            text += "\n\n" + losses_markdown(result["table"])
         (args.workdir / "results.md").write_text(text + "\n")
         print(text)
     return 0

@@ -136,6 +136,35 @@ def test_the_finetune_gains_table_shows_each_system_against_the_base():
     assert len(lines) == 4
 
 
+def test_a_row_below_the_base_names_the_groups_that_carry_its_loss():
+    finetune = load("finetune")
+    # five articles: "a" loses two questions, "b" one, "c" gains one, the rest hold
+    base = {f"{g}-{i}": 1.0 for g in "abcde" for i in range(4)}
+    base["c-0"] = 0.5
+    system = {**base, "a-0": 0.0, "a-1": 0.5, "b-0": 0.5, "c-0": 1.0}
+    groups = {q: f"article {q[0]}" for q in base}
+    split = finetune.split_by_group(system, base, groups, top=2)
+    assert split["queries"] == 20
+    assert (split["queries_lower"], split["queries_higher"]) == (3, 1)
+    assert (split["groups"], split["lower"], split["higher"]) == (5, 2, 1)
+    assert split["largest_losses"] == [["article a", -0.075, 4], ["article b", -0.025, 4]]
+    per_query = finetune.split_by_group(system, base, None)
+    assert (per_query["unit"], per_query["groups"]) == ("query", 20)
+    gain = [sum(system[q] - base[q] for q in base) / 20, 0.04]
+    table = {
+        "qa: xquad": {"selected": {"mrr@10": 0.9, "gain": gain, "by_group": split}},
+        "icl: sni": {"selected": {"mrr@10": 0.9, "gain": [0.01, 0.02], "by_group": per_query}},
+    }
+    lines = finetune.losses_markdown(table).splitlines()
+    assert len(lines) == 3  # the row at or above the base is left out
+    assert lines[2] == (
+        "| qa: xquad | -0.075 ± 0.040 | 3 / 1 of 20 | 2 / 1 of 5 "
+        "| article a -0.0750 (4), article b -0.0250 (4) |"
+    )
+    above = {"icl: sni": table["icl: sni"]}
+    assert finetune.losses_markdown(above) == "(g) selected is at or above the base on every row."
+
+
 def test_a_selected_model_without_instructions_is_not_taken_for_a_failed_load(tmp_path):
     # plumbing: the settings file alone, no model
     import json

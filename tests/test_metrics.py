@@ -14,6 +14,7 @@ from llm_embedder_integrations.evaluation.metrics import (
     average_precision,
     evaluate_per_query,
     evaluate_rankings,
+    gain_by_group,
     hit_rate,
     mrr,
     ndcg,
@@ -245,6 +246,24 @@ def test_paired_gain_is_the_mean_difference_and_its_standard_error():
         paired_gain({"a": 1.0, "b": 1.0, "c": 1.0}, base)
     with pytest.raises(ValueError, match="at least 2 queries"):
         paired_gain({"a": 1.0}, {"a": 0.5})
+
+
+def test_the_groups_shares_add_up_to_the_mean_gain():
+    # three articles: "a" loses one question from rank 1 to unranked, "b" gains half of one
+    base = {"a-1": 1.0, "a-2": 1.0, "b-1": 0.5, "b-2": 1.0, "c-1": 1.0}
+    system = {"a-1": 0.0, "a-2": 1.0, "b-1": 1.0, "b-2": 1.0, "c-1": 1.0}
+    groups = {q: q[0] for q in base}
+    shares = gain_by_group(system, base, groups)
+    assert list(shares) == ["a", "b", "c"]
+    assert shares == {"a": (-0.2, 2), "b": (pytest.approx(0.1), 2), "c": (0.0, 1)}
+    mean, _ = paired_gain(system, base)
+    assert sum(share for share, _ in shares.values()) == pytest.approx(mean)
+    # without groups every query is its own
+    assert gain_by_group(system, base)["a-1"] == (-0.2, 1)
+    with pytest.raises(ValueError, match="1 queries have no score to pair with, e.g. 'c-1'"):
+        gain_by_group({q: v for q, v in system.items() if q != "c-1"}, base)
+    with pytest.raises(ValueError, match="1 queries have no group in `groups`, e.g. 'c-1'"):
+        gain_by_group(system, base, {q: g for q, g in groups.items() if q != "c-1"})
 
 
 def test_a_gain_of_whole_groups_is_judged_by_its_groups():

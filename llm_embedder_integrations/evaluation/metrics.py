@@ -45,6 +45,7 @@ __all__ = [
     "hit_rate",
     "mrr",
     "ndcg",
+    "gain_by_group",
     "paired_gain",
     "precision",
     "recall",
@@ -362,3 +363,36 @@ def paired_gain(
         clustered = np.sqrt(g / (g - 1) * sum(v * v for v in sums.values())) / len(diff)
         error = max(error, float(clustered))
     return mean, error
+
+
+def gain_by_group(
+    system: Mapping[str, float],
+    base: Mapping[str, float],
+    groups: Mapping[str, str] | None = None,
+) -> dict[str, tuple[float, int]]:
+    """Each group's share of the mean of ``system - base``: ``{group: (share, queries)}``.
+
+    A group's share is the sum of its queries' differences divided by the number of all queries,
+    so the shares add up to `paired_gain`'s mean: they say which articles, dialogues or APIs
+    carry a gain or a loss, and whether it is spread or held by a few. Without ``groups`` every
+    query is its own group. Groups come in the order of their first query in ``base``.
+
+    Raises:
+        ValueError: If ``system`` lacks a query of ``base``, or ``groups`` lacks one.
+    """
+    missing = [q for q in base if q not in system]
+    if missing:
+        raise ValueError(f"{len(missing)} queries have no score to pair with, e.g. {missing[0]!r}")
+    if groups is not None:
+        ungrouped = [q for q in base if q not in groups]
+        if ungrouped:
+            raise ValueError(
+                f"{len(ungrouped)} queries have no group in `groups`, e.g. {ungrouped[0]!r}"
+            )
+    sums: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    for q in base:
+        group = q if groups is None else groups[q]
+        sums[group] = sums.get(group, 0.0) + system[q] - base[q]
+        counts[group] += 1
+    return {group: (total / len(base), counts[group]) for group, total in sums.items()}
