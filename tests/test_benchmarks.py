@@ -215,3 +215,37 @@ def test_reselection_draws_an_old_runs_dev_groups_again_and_checks_them(tmp_path
     config = dataclasses.replace(config, dev_max_queries=6)  # a smaller split than the run's
     with pytest.raises(ValueError, match="does not hold the run's qa/nq queries"):
         reselect.run_groups({**summary, "config": config.to_dict()})
+
+
+def test_xquad_articles_are_ranked_as_the_test_split_is_and_split_by_article():
+    xquad_articles = load("xquad_articles")
+    from llm_embedder_integrations.evaluation.datasets import load_dataset
+
+    train = load_dataset("xquad", "train")  # the copy bundled with the package will do
+    two = sorted({m["title"] for m in train.metadata.values()})[:2]
+    ds = xquad_articles.articles(train, set(two), "train")
+    assert {m["title"] for m in ds.doc_metadata.values()} == set(two)
+    assert len(ds.corpus) == 10  # five paragraphs an article, every one of them
+    assert all(set(ds.qrels[q]) <= ds.corpus.keys() for q in ds.queries)
+    assert {ds.metadata[q]["title"] for q in ds.queries} == set(two)
+    with pytest.raises(ValueError, match="records no groups for 'qa/xquad': re-run"):
+        xquad_articles.dev_titles({"selection": {"groups": {}}})
+    assert xquad_articles.dev_titles(
+        {"selection": {"groups": {"qa/xquad": {"dev-0": "A", "dev-1": "B", "dev-2": "A"}}}}
+    ) == {"A", "B"}
+    # plumbing: made-up scores; "t1" loses a question, "d1" gains one
+    scores = {
+        "base": {"test": {"q1": 1.0, "q2": 1.0}, "dev": {"q3": 0.5, "q4": 1.0}, "trained": {}},
+        "0.50": {"test": {"q1": 0.0, "q2": 1.0}, "dev": {"q3": 1.0, "q4": 1.0}, "trained": {}},
+    }
+    titles = {"test": {"q1": "t1", "q2": "t2"}, "dev": {"q3": "d1", "q4": "d2"}, "trained": {}}
+    scores["base"]["trained"] = scores["0.50"]["trained"] = {"q5": 1.0, "q6": 0.5}
+    titles["trained"] = {"q5": "r1", "q6": "r2"}
+    text = xquad_articles.report({"qa": {"alpha": 0.5}, "scores": scores, "titles": titles})
+    lines = text.splitlines()
+    assert lines[0] == "| articles | questions | articles | base | alpha 0.50 - base |"
+    assert lines[2].startswith("| test | 2 | 2 | 1.0000 | -0.5000 ± ")
+    assert lines[5].startswith("| never trained (test + dev) | 4 | 4 | 0.8750 | -0.1250 ± ")
+    assert "- test: t1 -0.5000 (1); 1 unchanged" in lines
+    assert "- dev: d1 +0.2500 (1); 1 unchanged" in lines
+    assert "- trained: none moves; 2 unchanged" in lines
