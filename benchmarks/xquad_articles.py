@@ -7,7 +7,8 @@ ranked as the test split is (its questions against all its articles' paragraphs,
 
 * ``test``: the test split's articles (what the benchmark's row measures);
 * ``dev``: the articles of the run's dev split (never trained on; the selection saw them);
-* ``trained``: the other articles of the train split (their questions were training queries).
+* ``trained``: the other articles of the train split (most of their questions were training
+  queries).
 
 For each, the base model's MRR@10 and each weight's difference from it with its standard error
 over articles (`paired_gain`), then how that difference splits over the articles
