@@ -42,10 +42,10 @@ __all__ = [
     "average_precision",
     "evaluate_per_query",
     "evaluate_rankings",
+    "gain_by_group",
     "hit_rate",
     "mrr",
     "ndcg",
-    "gain_by_group",
     "paired_gain",
     "precision",
     "recall",
@@ -320,6 +320,21 @@ def evaluate_rankings(
     return (means, scores) if per_query else means
 
 
+def _check_pairs(
+    system: Mapping[str, float], base: Mapping[str, float], groups: Mapping[str, str] | None
+) -> None:
+    """Raise unless every query of ``base`` has a score in ``system`` and a group in ``groups``."""
+    missing = [q for q in base if q not in system]
+    if missing:
+        raise ValueError(f"{len(missing)} queries have no score to pair with, e.g. {missing[0]!r}")
+    if groups is not None:
+        ungrouped = [q for q in base if q not in groups]
+        if ungrouped:
+            raise ValueError(
+                f"{len(ungrouped)} queries have no group in `groups`, e.g. {ungrouped[0]!r}"
+            )
+
+
 def paired_gain(
     system: Mapping[str, float],
     base: Mapping[str, float],
@@ -341,20 +356,13 @@ def paired_gain(
         ValueError: If ``system`` lacks a query of ``base``, there are fewer than two, or
             ``groups`` lacks one.
     """
-    missing = [q for q in base if q not in system]
-    if missing:
-        raise ValueError(f"{len(missing)} queries have no score to pair with, e.g. {missing[0]!r}")
+    _check_pairs(system, base, groups)
     if len(base) < 2:
         raise ValueError(f"a paired standard error needs at least 2 queries, got {len(base)}")
     diff = np.array([system[q] - base[q] for q in base], dtype=np.float64)
     mean, error = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
     if groups is None:
         return mean, error
-    ungrouped = [q for q in base if q not in groups]
-    if ungrouped:
-        raise ValueError(
-            f"{len(ungrouped)} queries have no group in `groups`, e.g. {ungrouped[0]!r}"
-        )
     sums: dict[str, float] = {}
     for q, d in zip(base, diff, strict=True):
         sums[groups[q]] = sums.get(groups[q], 0.0) + d - mean
@@ -380,15 +388,7 @@ def gain_by_group(
     Raises:
         ValueError: If ``system`` lacks a query of ``base``, or ``groups`` lacks one.
     """
-    missing = [q for q in base if q not in system]
-    if missing:
-        raise ValueError(f"{len(missing)} queries have no score to pair with, e.g. {missing[0]!r}")
-    if groups is not None:
-        ungrouped = [q for q in base if q not in groups]
-        if ungrouped:
-            raise ValueError(
-                f"{len(ungrouped)} queries have no group in `groups`, e.g. {ungrouped[0]!r}"
-            )
+    _check_pairs(system, base, groups)
     sums: dict[str, float] = {}
     counts: Counter[str] = Counter()
     for q in base:
