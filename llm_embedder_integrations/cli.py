@@ -86,6 +86,9 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         "model": args.model,
         "data": tuple(args.data) if args.data else None,
         "sources": tuple(args.sources) if args.sources else None,
+        "teacher_queries": args.teacher_queries,
+        "llm": args.llm,
+        "teacher_dtype": args.teacher_dtype,
         "output": args.output,
         "epochs": args.epochs,
         "max_steps": args.max_steps,
@@ -347,6 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sources to convert and train on (nq_qed canard gorilla_torchhub_train gutenberg, "
         "or an evaluation dataset's train split)",
+    )
+    train.add_argument(
+        "--teacher-queries",
+        type=int,
+        default=None,
+        help="records per source of each distilled task scored by the teacher before training "
+        "(0: none; the teacher is then measured against the base and distils where it is better)",
+    )
+    train.add_argument(
+        "--llm", default=None, help="teacher: causal LM name or path (default: the shipped SmolLM2)"
+    )
+    train.add_argument(
+        "--teacher-dtype",
+        default=None,
+        choices=["fp32", "bf16"],
+        help="teacher dtype (default: bf16 where the GPU or CPU runs it natively, else fp32)",
     )
     train.add_argument("--output", default=None, help="directory of the trained model")
     train.add_argument("--epochs", type=float, default=None, help="passes over the data")

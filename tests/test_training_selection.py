@@ -42,6 +42,7 @@ from llm_embedder_integrations.training.train import (
     build_trainer,
     distillation_plan,
     read_records,
+    teacher_scored,
 )
 
 
@@ -457,6 +458,81 @@ def test_distillation_falls_back_to_contrastive_where_the_teacher_is_no_better(c
     assert distillation_plan(TrainConfig(distillation=True), worse, model)[0] == {"qa": True}
 
 
+def qa_record(i: int, source: str, task: str = "qa", answers=("William Shakespeare",)):
+    return TrainingRecord(
+        query=f"who wrote Hamlet? ({i})",
+        task=task,
+        pos=["Hamlet is a tragedy written by William Shakespeare around 1600."],
+        neg=[f"Bread number {i} is baked from flour, water and yeast."],
+        answers=list(answers) if answers else None,
+        query_id=f"{source}-{i}",
+        extra={"group": f"page-{i}", "source": source},
+    )
+
+
+def test_the_teacher_scores_a_spread_of_each_distilled_source_once(tmp_path, monkeypatch, caplog):
+    nq = [qa_record(i, "nq") for i in range(5)]
+    unanswered = qa_record(9, "nq", answers=None)
+    tools = [qa_record(i, "th", task="tool") for i in range(3)]  # tool is not distilled
+    given = dataclasses_replace(qa_record(7, "nq"), teacher_scores=[0.0, -1.0])
+    records = [*nq, unanswered, *tools, given]
+    config = one_step_config(tmp_path, teacher_queries=2, distillation="auto")
+    with caplog.at_level(logging.INFO):
+        out = teacher_scored(config, records)
+    scored = [r for r in out if r.teacher_scores is not None and r is not given]
+    # the first and last of the five answered, unscored nq records; nothing else changes
+    assert [r.query_id for r in scored] == ["nq-0", "nq-4"]
+    for r in scored:  # the real SmolLM2's rewards: the Hamlet paragraph explains the answer
+        assert len(r.teacher_scores) == 2 and r.teacher_scores[0] > r.teacher_scores[1]
+    assert [r for r in out if r not in scored] == [nq[1], nq[2], nq[3], unanswered, *tools, given]
+    cache = tmp_path / "out" / "teacher-scores" / "smollm2-135m-instruct" / "nq.jsonl"
+    assert [json.loads(line)["query_id"] for line in cache.read_text().splitlines()] == [
+        "nq-0",
+        "nq-4",
+    ]
+    assert "teacher scores of nq: 2 records (0 kept)" in caplog.text
+
+    # a rerun takes the kept scores without loading the teacher; a changed record is scored again
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded although every score was kept")
+
+    monkeypatch.setattr("llm_embedder_integrations.llm.LocalLLM", no_teacher)
+    again = teacher_scored(config, records)
+    assert [r.teacher_scores for r in again] == [r.teacher_scores for r in out]
+    changed = [dataclasses_replace(nq[0], neg=["Another negative."]), *nq[1:]]
+    with pytest.raises(AssertionError, match="the teacher was loaded"):
+        teacher_scored(config, changed)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="1 records of nq are left .* without torchrun"):
+        teacher_scored(config, changed)
+    assert teacher_scored(config, records)[0].teacher_scores == out[0].teacher_scores
+    # off unless asked for, and off for a contrastive run
+    assert teacher_scored(one_step_config(tmp_path, distillation="auto"), records) == records
+    assert teacher_scored(dataclasses.replace(config, distillation=False), records) == records
+
+
+def test_the_trainer_measures_the_teacher_on_the_records_it_scored(tmp_path):
+    records = [qa_record(i, "nq") for i in range(12)]
+    config = one_step_config(tmp_path, teacher_queries=3, distillation="auto", dev_fraction=0)
+    trainer = build_trainer(config, records)
+    assert trainer.teacher_quality["qa"].records == 3
+    assert sum(1 for _ in (tmp_path / "out" / "teacher-scores").rglob("*.jsonl")) == 1
+
+
+def test_teacher_settings_are_checked_and_reach_the_command_line():
+    from llm_embedder_integrations.cli import _train_config, build_parser
+
+    with pytest.raises(ValueError, match="teacher_queries"):
+        TrainConfig(teacher_queries=-1)
+    with pytest.raises(ValueError, match="`llm` must be a causal LM"):
+        TrainConfig(llm=" ")
+    with pytest.raises(ValueError, match="`teacher_dtype` must be 'fp32', 'bf16' or null"):
+        TrainConfig(teacher_dtype="fp16")
+    argv = ["train", "--sources", "sni", "--teacher-queries", "50", "--llm", "org/lm"]
+    config = _train_config(build_parser().parse_args([*argv, "--teacher-dtype", "fp32"]))
+    assert (config.teacher_queries, config.llm, config.teacher_dtype) == (50, "org/lm", "fp32")
+
+
 def dataclasses_replace(r: TrainingRecord, **changes) -> TrainingRecord:
     import dataclasses
 
@@ -821,6 +897,7 @@ def test_train_command_takes_sources_and_the_example_config_lists_them():
     assert config.interpolate and config.distillation == "auto" and config.dev_fraction == 0.1
     assert config.temperature == 0.05 and config.step_per_task
     assert config.max_group_queries == {"tool": 30}
+    assert config.teacher_queries == 100 and config.llm is None  # the shipped SmolLM2
 
 
 def test_layer_lr_decay_lowers_the_rate_layer_by_layer_down_to_the_embeddings(tmp_path):

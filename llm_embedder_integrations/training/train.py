@@ -60,6 +60,7 @@ from transformers import TrainerCallback
 from .. import _cpu
 from .._imports import require
 from .._model import build_sentence_transformer, pools_instructions, tokens_left_out
+from .._sampling import spread
 from .._validation import check_int_at_least_zero, check_number, check_positive_int
 from ..encoder import SHIPPED_MODEL, resolve_model, task_prompts, trained_with_instructions
 from ..instructions import TASKS, get_instruction, prompt_name, prompts_for
@@ -142,6 +143,17 @@ class TrainConfig:
             ``gutenberg``) and the train split of evaluation datasets (``xquad``, ``locomo``,
             ``trec_cast`` in its history format...). Used beside ``data``; no teacher scores.
         source_queries: At most this many queries per source (spread over it); None for all.
+        teacher_queries: Training records per source of each distilled task (qa, icl, chat,
+            lrlm: `TASK_LOSS`) that the teacher ``llm`` scores before training, spread over the
+            source, the dev split held out first (`teacher_scored`); 0 (the default) scores
+            none. With ``distillation: auto`` the run then measures the teacher against the
+            base model on them and distils only the tasks where it is better; every other
+            record trains with the contrastive loss. The scores are kept in the output folder
+            (``teacher-scores/``), so a rerun or a resumed run does not score again.
+        llm: The teacher of ``teacher_queries``: a Hugging Face causal LM, hub id or folder;
+            None is the shipped SmolLM2-135M.
+        teacher_dtype: The teacher's dtype, ``"fp32"`` or ``"bf16"``; None is bf16 where the
+            device computes it natively and fp32 elsewhere (`teacher_dtype`).
         data_path: The data folder of ``sources``; None takes `data_dir`'s choice.
         output: Directory of the trained model (checkpoints go to ``checkpoint-<step>`` in it).
         model: Model to fine-tune: hub id, local directory, or the shipped
@@ -241,6 +253,9 @@ class TrainConfig:
     data: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     source_queries: int | None = 600
+    teacher_queries: int = 0
+    llm: str | None = None
+    teacher_dtype: str | None = None
     data_path: str | None = None
     output: str = "llm-embedder-finetuned"
     model: str = SHIPPED_MODEL
@@ -293,6 +308,19 @@ class TrainConfig:
         self.sources = tuple(self.sources)
         _check_sources(self.sources)
         check_positive_int(self.source_queries, "source_queries", allow_none=True)
+        check_int_at_least_zero(self.teacher_queries, "teacher_queries")
+        if isinstance(self.llm, os.PathLike):
+            self.llm = os.fspath(self.llm)
+        if self.llm is not None and (not isinstance(self.llm, str) or not self.llm.strip()):
+            raise ValueError(
+                f"`llm` must be a causal LM's hub id or folder, or null for the shipped "
+                f"SmolLM2, got {self.llm!r}"
+            )
+        if self.teacher_dtype not in (None, "fp32", "bf16"):
+            raise ValueError(
+                f"`teacher_dtype` must be 'fp32', 'bf16' or null (chosen for the device), "
+                f"got {self.teacher_dtype!r}"
+            )
         if isinstance(self.data_path, os.PathLike):
             self.data_path = os.fspath(self.data_path)
         for name in ("output", "model"):
@@ -852,6 +880,100 @@ def distillation_plan(
     return plan, quality
 
 
+def teacher_scored(
+    config: TrainConfig, records: Sequence[TrainingRecord], device: str = "cpu"
+) -> list[TrainingRecord]:
+    """``records`` with ``config.teacher_queries`` of each distilled source scored by the teacher.
+
+    For each source (the records' ``source``) of a task with a distillation term in
+    `TASK_LOSS`, that many of its records with an expected answer and no teacher scores yet,
+    spread over the source, get LLM rewards from ``config.llm`` (`LLMReward`); the others are
+    returned as they are. Pass the training records only (the dev split held out), so that every
+    score trains. The scored records are kept in ``<output>/teacher-scores/<llm>/<source>.jsonl``
+    (valid training files) and reused by a rerun while their query and keys are unchanged; an
+    interrupted run keeps what it scored.
+
+    Raises:
+        ValueError: If records are left to score under several processes (torchrun): score them
+            in one process first (the same command without torchrun, or `llm-embedder score`).
+    """
+    if not config.teacher_queries or config.distillation is False:
+        return list(records)
+    from ..llm import LocalLLM
+    from .reward import LLMReward, _completed_lines
+
+    by_source: dict[str, list[TrainingRecord]] = {}
+    for record in records:
+        if effective_loss_config(record.task).distillation is None:
+            continue
+        if record.teacher_scores is None and record.answers:
+            by_source.setdefault(str(record.extra.get("source", record.task)), []).append(record)
+    folder = Path(config.output) / "teacher-scores" / _slug(config.llm or "smollm2-135m-instruct")
+    reward: LLMReward | None = None
+    scored: dict[int, TrainingRecord] = {}
+    for source, items in sorted(by_source.items()):
+        picked = spread(items, config.teacher_queries)
+        path = folder / f"{_slug(source)}.jsonl"
+        cached = [TrainingRecord.from_dict(d) for d in _completed_lines(path)]
+        known = {(r.query_id, r.query): r for r in cached}
+        missing = []
+        for record in picked:
+            hit = known.get((record.query_id, record.query))
+            if hit is not None and _same_candidates(hit, record):
+                scored[id(record)] = dataclasses.replace(record, teacher_scores=hit.teacher_scores)
+            else:
+                missing.append(record)
+        if not missing:
+            logger.info("teacher scores of %s: %d records, kept from %s", source, len(picked), path)
+            continue
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                f"{len(missing)} records of {source} are left for the teacher to score, and "
+                "scoring runs in one process: run the same command once without torchrun "
+                "(with max_steps: 1, say) to fill teacher-scores/, then under torchrun"
+            )
+        if reward is None:
+            dtype = config.teacher_dtype or _cpu.teacher_dtype(device)
+            logger.info("teacher %s in %s", config.llm or "SmolLM2-135M (shipped)", dtype)
+            reward = LLMReward(LocalLLM(config.llm, dtype=dtype), batch_size=8)
+        started = time.perf_counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from tqdm.auto import tqdm
+
+        with path.open("a", encoding="utf-8") as out:
+            for record in tqdm(
+                missing, desc=f"teacher: {source}", disable=not config.show_progress
+            ):
+                done = dataclasses.replace(record, teacher_scores=reward.score_record(record))
+                out.write(json.dumps(done.to_dict(), ensure_ascii=False) + "\n")
+                out.flush()
+                scored[id(record)] = done
+        logger.info(
+            "teacher scores of %s: %d records (%d kept), %.1f s",
+            source,
+            len(picked),
+            len(picked) - len(missing),
+            time.perf_counter() - started,
+        )
+    return [scored.get(id(r), r) for r in records]
+
+
+def _same_candidates(a: TrainingRecord, b: TrainingRecord) -> bool:
+    """Whether two records ask the LLM the same: the same keys, history and answers."""
+    return (a.task, a.pos, a.neg, a.history, a.answers) == (
+        b.task,
+        b.pos,
+        b.neg,
+        b.history,
+        b.answers,
+    )
+
+
+def _slug(name: str) -> str:
+    """A file name for a model or source name (``org/model`` -> ``org--model``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("/", "--")).strip("-.") or "default"
+
+
 class InstructionWarmup(TrainerCallback):
     """Train only the instructions' token embeddings for the first ``steps`` optimizer steps.
 
@@ -1003,6 +1125,7 @@ def build_trainer(
     records, dev_records = split_off_dev(config, records)
     if config.max_group_queries:
         records = cap_per_group(records, config.max_group_queries)
+    records = teacher_scored(config, records, device)
     model, base_instructions = _load_base(config, device)
     plan, quality = distillation_plan(config, records, model)
 
