@@ -208,6 +208,21 @@ class LocalLLM:
                 _loaded[key] = (model, tokenizer)
             return _loaded[key]
 
+    def unload(self) -> None:
+        """Let go of the weights: their memory is freed once nothing else holds them.
+
+        A later `LocalLLM` of the same model loads them again. A teacher that has scored its
+        records leaves the device (a GPU's memory, say) to the training that follows.
+        """
+        source = os.fspath(self.model)  # type: ignore[arg-type]  # set in __post_init__
+        with _lock:
+            _loaded.pop((source, self.gguf_file, str(self.device), self.torch_dtype), None)
+        self.hf_model = self.tokenizer = None
+        import torch
+
+        if str(self.device).startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     @property
     def name(self) -> str:
         """Readable name of the model."""

@@ -491,6 +491,10 @@ def test_the_teacher_scores_a_spread_of_each_distilled_source_once(tmp_path, mon
         "nq-4",
     ]
     assert "teacher scores of nq: 2 records (0 kept)" in caplog.text
+    # the teacher's weights are let go before training starts
+    from llm_embedder_integrations import llm
+
+    assert not any("smollm2" in str(key[0]).lower() for key in llm._loaded)
 
     # a rerun takes the kept scores without loading the teacher; a changed record is scored again
     def no_teacher(*args, **kwargs):

@@ -909,6 +909,7 @@ def teacher_scored(
         if record.teacher_scores is None and record.answers:
             by_source.setdefault(str(record.extra.get("source", record.task)), []).append(record)
     folder = Path(config.output) / "teacher-scores" / _slug(config.llm or "smollm2-135m-instruct")
+    teacher: LocalLLM | None = None
     reward: LLMReward | None = None
     scored: dict[int, TrainingRecord] = {}
     for source, items in sorted(by_source.items()):
@@ -935,7 +936,8 @@ def teacher_scored(
         if reward is None:
             dtype = config.teacher_dtype or _cpu.teacher_dtype(device)
             logger.info("teacher %s in %s", config.llm or "SmolLM2-135M (shipped)", dtype)
-            reward = LLMReward(LocalLLM(config.llm, dtype=dtype), batch_size=8)
+            teacher = LocalLLM(config.llm, dtype=dtype)
+            reward = LLMReward(teacher, batch_size=8)
         started = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         from tqdm.auto import tqdm
@@ -955,6 +957,9 @@ def teacher_scored(
             len(picked) - len(missing),
             time.perf_counter() - started,
         )
+    if teacher is not None:
+        reward = None  # the weights go before training starts
+        teacher.unload()
     return [scored.get(id(r), r) for r in records]
 
 
