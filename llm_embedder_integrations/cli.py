@@ -118,7 +118,10 @@ def _train(args: argparse.Namespace) -> int:
         config = _train_config(args)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"llm-embedder train: {exc}") from exc
-    result = train(config)
+    try:
+        result = train(config)
+    except ValueError as exc:  # bad data or settings (TrainingDataError included), named
+        raise SystemExit(f"llm-embedder train: {exc}") from exc
     if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
         return 0
     print(

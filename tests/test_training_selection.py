@@ -510,6 +510,12 @@ def test_the_teacher_scores_a_spread_of_each_distilled_source_once(tmp_path, mon
     with pytest.raises(ValueError, match="1 records of nq are left .* without torchrun"):
         teacher_scored(config, changed)
     assert teacher_scored(config, records)[0].teacher_scores == out[0].teacher_scores
+    # a teacher that cannot be loaded is named, with the fix
+    monkeypatch.undo()
+    empty = tmp_path / "empty-lm"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="empty-lm': the teacher could not be loaded"):
+        teacher_scored(dataclasses.replace(config, llm=str(empty)), records)
     # off unless asked for, and off for a contrastive run
     assert teacher_scored(one_step_config(tmp_path, distillation="auto"), records) == records
     assert teacher_scored(dataclasses.replace(config, distillation=False), records) == records
@@ -532,6 +538,12 @@ def test_teacher_settings_are_checked_and_reach_the_command_line():
         TrainConfig(llm=" ")
     with pytest.raises(ValueError, match="`teacher_dtype` must be 'fp32', 'bf16' or null"):
         TrainConfig(teacher_dtype="fp16")
+    # a teacher folder that is not there fails before any mining, naming the fix
+    from llm_embedder_integrations.cli import main
+
+    argv = ["train", "--sources", "sni", "--teacher-queries", "5", "--llm", "/no/such/lm"]
+    with pytest.raises(SystemExit, match=r"`llm` '/no/such/lm': .*folder holding its config"):
+        main(argv)
     argv = ["train", "--sources", "sni", "--teacher-queries", "50", "--llm", "org/lm"]
     config = _train_config(build_parser().parse_args([*argv, "--teacher-dtype", "fp32"]))
     assert (config.teacher_queries, config.llm, config.teacher_dtype) == (50, "org/lm", "fp32")

@@ -936,7 +936,10 @@ def teacher_scored(
         if reward is None:
             dtype = config.teacher_dtype or _cpu.teacher_dtype(device)
             logger.info("teacher %s in %s", config.llm or "SmolLM2-135M (shipped)", dtype)
-            teacher = LocalLLM(config.llm, dtype=dtype)
+            try:
+                teacher = LocalLLM(config.llm, dtype=dtype)
+            except (OSError, ValueError) as exc:  # transformers raises both for a bad folder
+                raise ValueError(f"{_TEACHER_HELP.format(llm=config.llm)} ({exc})") from exc
             reward = LLMReward(teacher, batch_size=8)
         started = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -961,6 +964,23 @@ def teacher_scored(
         reward = None  # the weights go before training starts
         teacher.unload()
     return [scored.get(id(r), r) for r in records]
+
+
+_TEACHER_HELP = (
+    "`llm` {llm!r}: the teacher could not be loaded; give a causal LM's hub id (in the cache, "
+    "or with the hub reachable) or a folder holding its config and weights, or leave `llm` "
+    "unset for the shipped SmolLM2"
+)
+
+
+def _check_teacher(config: TrainConfig) -> None:
+    """Fail before mining when ``llm`` is a folder that is not there (not a hub id)."""
+    name = config.llm
+    if not config.teacher_queries or config.distillation is False or name is None:
+        return
+    looks_local = os.path.isabs(name) or name.startswith(".") or name.count("/") > 1
+    if looks_local and not os.path.isdir(name):
+        raise ValueError(_TEACHER_HELP.format(llm=name) + ": no such folder")
 
 
 def _same_candidates(a: TrainingRecord, b: TrainingRecord) -> bool:
@@ -1116,6 +1136,7 @@ def build_trainer(
     """
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    _check_teacher(config)
     if records is None:
         if not config.data and not config.sources:
             raise ValueError(
