@@ -491,10 +491,12 @@ def test_the_teacher_scores_a_spread_of_each_distilled_source_once(tmp_path, mon
         "nq-4",
     ]
     assert "teacher scores of nq: 2 records (0 kept)" in caplog.text
-    # the teacher's weights are let go before training starts
-    from llm_embedder_integrations import llm
+    # the teacher's weights are let go before training starts (other LLMs stay loaded)
+    from llm_embedder_integrations import _cpu, llm
 
-    assert not any("smollm2" in str(key[0]).lower() for key in llm._loaded)
+    gguf = llm.smollm2_gguf_path()
+    dtype = torch.bfloat16 if _cpu.teacher_dtype("cpu") == "bf16" else torch.float32
+    assert (str(gguf.parent), gguf.name, "cpu", dtype) not in llm._loaded
 
     # a rerun takes the kept scores without loading the teacher; a changed record is scored again
     def no_teacher(*args, **kwargs):
