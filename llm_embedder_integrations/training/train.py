@@ -915,13 +915,15 @@ def teacher_scored(
     for source, items in sorted(by_source.items()):
         picked = spread(items, config.teacher_queries)
         path = folder / f"{_slug(source)}.jsonl"
-        cached = [TrainingRecord.from_dict(d) for d in _completed_lines(path)]
-        known = {(r.query_id, r.query): r for r in cached}
+        known = {
+            _question(r): r.teacher_scores
+            for r in map(TrainingRecord.from_dict, _completed_lines(path))
+        }
         missing = []
         for record in picked:
-            hit = known.get((record.query_id, record.query))
-            if hit is not None and _same_candidates(hit, record):
-                scored[id(record)] = dataclasses.replace(record, teacher_scores=hit.teacher_scores)
+            if _question(record) in known:
+                scores = known[_question(record)]
+                scored[id(record)] = dataclasses.replace(record, teacher_scores=scores)
             else:
                 missing.append(record)
         if not missing:
@@ -983,15 +985,10 @@ def _check_teacher(config: TrainConfig) -> None:
         raise ValueError(_TEACHER_HELP.format(llm=name) + ": no such folder")
 
 
-def _same_candidates(a: TrainingRecord, b: TrainingRecord) -> bool:
-    """Whether two records ask the LLM the same: the same keys, history and answers."""
-    return (a.task, a.pos, a.neg, a.history, a.answers) == (
-        b.task,
-        b.pos,
-        b.neg,
-        b.history,
-        b.answers,
-    )
+def _question(record: TrainingRecord) -> str:
+    """What the teacher is asked of a record (query, candidates, history, answers), as a key."""
+    fields = (record.query_id, record.task, record.query, record.pos, record.neg)
+    return json.dumps([*fields, record.history, record.answers], ensure_ascii=False)
 
 
 def _slug(name: str) -> str:
