@@ -605,14 +605,16 @@ def test_run_logs_a_dev_curve_and_keeps_the_best_step(selected_run):
     for task, name in (("qa", "qa/xquad"), ("tool", "tool/gorilla_torchhub")):
         peak = max(curve, key=lambda e, name=name: (e[f"dev_mrr@10/{name}"], -e["step"]))
         assert result.summary["task_best_steps"][task] == peak["step"]
+        step = result.summary["task_steps"][task]
+        assert step in (peak["step"], result.summary["best_step"])
         choice = result.summary["selection"]["tasks"][task]
-        assert choice["step"] == (None if choice["alpha"] == 0 else peak["step"])
+        assert choice["step"] == (None if choice["alpha"] == 0 else step)
 
 
-def test_the_grid_takes_each_tasks_best_step_dev_scores_as_alpha_one(selected_run):
+def test_the_grid_takes_each_tasks_step_dev_scores_as_alpha_one(selected_run):
     _, result = selected_run
     curve = {e["step"]: e for e in result.summary["dev_curve"]}
-    steps = result.summary["task_best_steps"]
+    steps = result.summary["task_steps"]
     selection = result.summary["selection"]
     cell = selection["grid"]["1.00"]["instructions"]
     expected = {n: curve[steps[n.split("/")[0]]][f"dev_mrr@10/{n}"] for n in cell}
@@ -709,6 +711,45 @@ def test_dev_callback_keeps_each_tasks_best_step_and_drops_the_others(monkeypatc
     with pytest.raises(KeyError):
         callback.state_at(9)  # no task's best: not kept
     assert [e["step"] for e in callback.curve] == [3, 6, 9]
+
+
+def test_a_task_keeps_its_own_peak_only_beyond_the_dev_noise(monkeypatch, caplog):
+    """Plumbing: the dev scores per step and query are given (a stand-in for encoding)."""
+    from llm_embedder_integrations.training import selection as selection_module
+
+    records = [record(f"q{i}", f"g{i // 2}") for i in range(8)]
+    records += [record(f"t{i}", f"a{i // 2}", task="tool") for i in range(8)]
+    sets = dev_datasets(records)
+    name_of = {ds.task: name for name, ds in sets.items()}
+    # per query, in each set's query order: qa peaks at step 3 by 0.2 on every query; tool
+    # peaks at step 9 by 0.025 on average, two of its APIs up 0.3 and two down 0.25
+    by_step = {
+        3: {"qa": [0.8] * 8, "tool": [0.2] * 8},
+        6: {"qa": [0.6] * 8, "tool": [0.5] * 8},
+        9: {"qa": [0.1] * 8, "tool": [0.8, 0.8, 0.25, 0.25] * 2},
+    }
+    step = {"now": 0}
+
+    def scores(encode, datasets, k=10):
+        return {
+            name_of[t]: dict(zip(sets[name_of[t]].qrels, v, strict=True))
+            for t, v in by_step[step["now"]].items()
+        }
+
+    monkeypatch.setattr(selection_module, "dev_query_scores", scores)
+    callback = DevCallback(sets, eval_steps=3)
+    for now in (3, 6, 9):
+        step["now"] = now
+        callback.on_step_end(None, StepState(now), None, model=StepModel(now))
+    assert callback.best_step == 6 and callback.task_steps == {"qa": 3, "tool": 9}
+    with caplog.at_level(logging.INFO, logger=selection_module.__name__):
+        assert callback.chosen_steps(se=1.0) == {"qa": 3, "tool": 6}
+    assert "tool: its own best dev step 9 gains 0.0250 on the best step 6" in caplog.text
+    assert callback.chosen_steps(se=0) == callback.task_steps
+    # the error is over the 4 APIs (0.159; per query it would be 0.104): within 0.1 of it,
+    # a gain of 0.025 is beyond the noise
+    assert "within 1.0 standard errors (0.1588)" in caplog.text
+    assert callback.chosen_steps(se=0.1) == {"qa": 3, "tool": 9}
 
 
 class LoggingModel(CountingModel):

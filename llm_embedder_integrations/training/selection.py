@@ -11,7 +11,7 @@ against it with what this module provides:
   positives and hard negatives pooled into a corpus), and `dev_scores` ranks it with the
   package's metrics (MRR@10).
 * `DevCallback` scores the dev split during training, logs the dev curve and keeps the weights of
-  the best step.
+  the best step, and of each task's own best step where that is better beyond the noise.
 * `select_per_task` interpolates between the base and the fine-tuned weights (WiSE-FT, Wortsman et
   al. 2022: ``theta = (1 - a) * base + a * tuned``) and chooses, per task, the weight ``a`` and
   whether the task's instructions are applied, on the dev split: among the choices that lose on
@@ -59,6 +59,7 @@ __all__ = [
     "dev_unit",
     "held_out_dev",
     "interpolate",
+    "query_groups",
     "select_per_task",
     "split_dev",
     "st_encoder",
@@ -437,6 +438,44 @@ class DevCallback(TrainerCallback):
         """Task -> the step where its dev score peaked."""
         return {task: step for task, (_, step) in self.task_best.items()}
 
+    def chosen_steps(self, se: float = 1.0) -> dict[str, int]:
+        """Task -> its step: its own peak only where that beats the best step by over ``se`` errors.
+
+        A task's own peak is the best of a handful of noisy scores on its dev sets alone, a few
+        dozen queries for some; the best step is chosen on every dev query. So, as with the
+        interpolation weight (`choose_per_task`), a task keeps the shared best step unless its
+        own peak is better there by more than ``se`` standard errors of the paired per-query
+        gain over its dev sets (errors over the dev split's groups); ``se=0`` takes each
+        task's peak as it is.
+        """
+        if self.best_step is None:
+            return {}
+        groups = query_groups(self.datasets)
+        names_of: dict[str, list[str]] = {}
+        for name, ds in self.datasets.items():
+            names_of.setdefault(ds.task, []).append(name)
+        chosen = {}
+        for task, step in self.task_steps.items():
+            chosen[task] = step
+            if step == self.best_step or se <= 0:
+                continue
+            own, best = self._queries[step], self._queries[self.best_step]
+            gain, error = _gap(own, best, names_of[task], groups)
+            if gain <= se * error:
+                chosen[task] = self.best_step
+                logger.info(
+                    "%s: its own best dev step %d gains %.4f on the best step %d, within %.1f "
+                    "standard errors (%.4f): it takes step %d",
+                    task,
+                    step,
+                    gain,
+                    self.best_step,
+                    se,
+                    error,
+                    self.best_step,
+                )
+        return chosen
+
     @property
     def best_state(self) -> dict[str, torch.Tensor] | None:
         """The weights of the best step (best mean over tasks); None before any score."""
@@ -646,12 +685,7 @@ def select_per_task(
     for name, ds in datasets.items():
         weights = task_weights[ds.task][1] if ds.task in task_weights else tuned_state
         groups.setdefault(id(weights), (weights, {}))[1][name] = ds
-    selection = Selection(
-        groups={
-            name: {q: str(m["group"]) for q, m in ds.metadata.items() if "group" in m}
-            for name, ds in datasets.items()
-        }
-    )
+    selection = Selection(groups=query_groups(datasets))
     was_training = model.training
     model.eval()
     try:
@@ -700,20 +734,28 @@ def select_per_task(
     return selection
 
 
+def query_groups(datasets: Mapping[str, RetrievalDataset]) -> dict[str, dict[str, str]]:
+    """Each dev set's query groups, ``{dev set name: {query id: group}}``, where recorded."""
+    return {
+        name: {q: str(m["group"]) for q, m in ds.metadata.items() if "group" in m}
+        for name, ds in datasets.items()
+    }
+
+
 def _gap(
-    queries: Grid,
-    better: tuple[float, str],
-    other: tuple[float, str],
+    better: Mapping[str, Mapping[str, float]],
+    other: Mapping[str, Mapping[str, float]],
     names: Sequence[str],
     groups: Mapping[str, Mapping[str, str]],
 ) -> tuple[float, float]:
     """Mean over ``names`` of ``better - other`` and its standard error, paired by query.
 
-    A dev set with its queries' ``groups`` has the error of a sample of groups (`paired_gain`).
+    Both map a dev set's name to its per-query scores. A dev set with its queries' ``groups``
+    has the error of a sample of groups (`paired_gain`).
     """
     means, variances = [], []
     for name in names:
-        high, low = queries[better[0]][better[1]][name], queries[other[0]][other[1]][name]
+        high, low = better[name], other[name]
         if len(high) > 1:
             mean, error = paired_gain(high, low, groups.get(name) or None)
         else:  # one query or none: no spread to measure
@@ -783,7 +825,12 @@ def choose_per_task(
         chosen, gap_se = best, 0.0
         if queries is not None and se > 0:
             for option in options:
-                gap, error = _gap(queries, best, option, names, groups or {})
+                gap, error = _gap(
+                    queries[best[0]][best[1]],
+                    queries[option[0]][option[1]],
+                    names,
+                    groups or {},
+                )
                 if gap <= se * error:
                     chosen, gap_se = option, error
                     break

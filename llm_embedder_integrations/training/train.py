@@ -232,7 +232,9 @@ class TrainConfig:
             False saves the best step's weights as they are.
         step_per_task: Each task interpolates towards the weights of the step where its own
             dev score peaked (a memory task may still gain when question answering has begun
-            to lose); False: every task towards the step with the best mean over tasks.
+            to lose), where that peak beats the step with the best mean over tasks by more
+            than ``selection_se`` standard errors on the task's dev sets, else towards that
+            best step; False: every task towards the best step.
         alphas: The interpolation weights tried (0, the base model, is always among them).
         selection_se: The one-standard-error rule of the choice: the simplest choice (smaller
             weight, then no instructions) whose dev score is within this many standard errors
@@ -1334,11 +1336,17 @@ def _warn_regressions(selection: Selection) -> None:
     )
 
 
-def _task_weights(callback: DevCallback) -> dict[str, tuple[int, Mapping[str, Tensor]]]:
-    """Each task's best step and its weights (`TrainConfig.step_per_task`), logged."""
-    steps = callback.task_steps
-    if steps:
-        logger.info("best dev step per task: %s", steps)
+def _task_weights(callback: DevCallback, se: float) -> dict[str, tuple[int, Mapping[str, Tensor]]]:
+    """Each task's step and its weights (`TrainConfig.step_per_task`, `DevCallback.chosen_steps`).
+
+    A task whose own dev peak is not better than the best step by over ``se`` standard errors
+    takes the best step. Logged.
+    """
+    if callback.task_steps:
+        logger.info("best dev step per task: %s", callback.task_steps)
+    steps = callback.chosen_steps(se)
+    if steps != callback.task_steps:
+        logger.info("step per task: %s", steps)
     return {task: (step, callback.state_at(step)) for task, step in steps.items()}
 
 
@@ -1400,9 +1408,11 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
     else:
         tuned = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     select_started = time.perf_counter()
+    task_weights: dict[str, tuple[int, Mapping[str, Tensor]]] = {}
     if trainer.is_world_process_zero():
         if callback is not None and config.interpolate:
-            task_weights = _task_weights(callback) if config.step_per_task else {}
+            if config.step_per_task:
+                task_weights = _task_weights(callback, config.selection_se)
             selection = select_per_task(
                 model,
                 trainer.base_state,
@@ -1439,6 +1449,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
         "dev_curve": callback.curve if callback else [],
         "best_step": callback.best_step if callback else None,
         "task_best_steps": callback.task_steps if callback else {},
+        "task_steps": {t: w[0] for t, w in task_weights.items()},
         "selection": selection.to_dict() if selection else None,
         "regressed_tasks": selection.regressed() if selection else [],
         "train_seconds": seconds,
