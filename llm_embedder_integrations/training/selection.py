@@ -396,6 +396,14 @@ def _set_means(queries: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {name: _mean(values) for name, values in queries.items()}
 
 
+def _sets_by_task(tasks: Mapping[str, str]) -> dict[str, list[str]]:
+    """Task -> the names of its dev sets (``tasks``: dev set name -> task)."""
+    sets: dict[str, list[str]] = {}
+    for name, task in tasks.items():
+        sets.setdefault(task, []).append(name)
+    return sets
+
+
 def _task_means(scores: Mapping[str, float], tasks: Mapping[str, str]) -> dict[str, float]:
     """Each task's mean over its dev sets' scores (``tasks``: dev set name -> task)."""
     by_task: dict[str, list[float]] = {}
@@ -451,9 +459,7 @@ class DevCallback(TrainerCallback):
         if self.best_step is None:
             return {}
         groups = query_groups(self.datasets)
-        names_of: dict[str, list[str]] = {}
-        for name, ds in self.datasets.items():
-            names_of.setdefault(ds.task, []).append(name)
+        names_of = _sets_by_task({name: ds.task for name, ds in self.datasets.items()})
         chosen = {}
         for task, step in self.task_steps.items():
             chosen[task] = step
@@ -802,11 +808,8 @@ def choose_per_task(
         raise ValueError("the grid must hold alpha 0 (the base model)")
     top = grid_alphas[-1]
     on = dict(base_instructions or {})
-    names_of: dict[str, list[str]] = {}
-    for name, task in tasks.items():
-        names_of.setdefault(task, []).append(name)
     choices = {}
-    for task, names in names_of.items():
+    for task, names in _sets_by_task(tasks).items():
         own = "instructions" if on.get(task, False) else "plain"
         modes = (own, "plain" if own == "instructions" else "instructions")
         base = grid[0.0][own]
