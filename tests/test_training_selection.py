@@ -938,9 +938,45 @@ def test_sources_are_converted_with_mined_negatives_and_capped(data_path):
         data_path=str(data_path),
         model=SHIPPED_MODEL,
     )
-    records = source_records(config)
+    records, mining = source_records(config)
     assert len(records) == 5 and {r.task for r in records} == {"icl"}
     assert all(len(r.neg) == 2 and len(r.pos) == 1 for r in records)
+    assert list(mining) == ["sni"] and mining["sni"]["queries"] == 5
+    assert sum(mining["sni"]["negatives"].values()) == 10
+    assert set(mining["sni"]["dropped"]) == {"same_text", "overlap", "above_positive"}
+
+
+def test_a_run_with_one_step_for_all_names_it_per_task_and_keeps_the_mining_counts(
+    tmp_path, data_path
+):
+    config = TrainConfig(
+        sources=("sni", "gorilla_torchhub"),
+        source_queries=40,
+        data_path=str(data_path),
+        output=str(tmp_path / "model"),
+        model=SHIPPED_MODEL,
+        batch_size=8,
+        group_size=3,
+        max_length=48,
+        max_steps=4,
+        eval_steps=2,
+        save_steps=100,
+        dev_fraction=0.25,
+        dev_max_queries=12,
+        step_per_task=False,
+        interpolate=False,
+        device="cpu",
+        show_progress=False,
+    )
+    summary = train(config).summary
+    # one step for every task: each task with a dev set is named with the best step
+    assert summary["task_steps"] == {"icl": summary["best_step"], "tool": summary["best_step"]}
+    saved = json.loads((tmp_path / "model" / "llm_embedder_training.json").read_text())
+    assert saved["mining"] == summary["mining"]
+    assert set(summary["mining"]) == {"sni", "gorilla_torchhub"}
+    for name, stats in summary["mining"].items():
+        assert stats["queries"] == 40, name
+        assert sum(stats["negatives"].values()) == 2 * stats["queries"], name
 
 
 def test_train_command_takes_sources_and_the_example_config_lists_them():

@@ -777,20 +777,28 @@ def _check_sources(names: Sequence[str]) -> None:
         )
 
 
-def source_records(config: TrainConfig) -> list[TrainingRecord]:
-    """The records of ``config.sources``, mined with the base model (``config.model``)."""
+def source_records(
+    config: TrainConfig,
+) -> tuple[list[TrainingRecord], dict[str, dict[str, Any]]]:
+    """The records of ``config.sources``, mined with the base model (``config.model``).
+
+    Returns the records and, per source, what mining did (`MiningStats` as a dict: records,
+    queries without a positive, hard negatives kept per miner, likely false negatives dropped
+    per reason), which is logged and kept in the run summary.
+    """
     if not config.sources:
-        return []
+        return [], {}
     from ..encoder import LLMEmbedder
     from ..evaluation.runner import cap_queries
-    from .data import load_source, records_from_dataset
+    from .data import load_source, mine_records
 
     encoder = LLMEmbedder(config.model, instructions=False, show_progress=config.show_progress)
     records: list[TrainingRecord] = []
+    mining: dict[str, dict[str, Any]] = {}
     for name in config.sources:
         # Spread the cap over the source before mining: only the kept queries are encoded.
         dataset = load_source(name, data_path=config.data_path, **_SOURCE_OPTIONS.get(name, {}))
-        found = records_from_dataset(
+        found, stats = mine_records(
             cap_queries(dataset, config.source_queries),
             encoder,
             negatives=config.group_size - 1,
@@ -798,9 +806,10 @@ def source_records(config: TrainConfig) -> list[TrainingRecord]:
             bm25=True,
             false_negative_margin=0.2,
         )
-        logger.info("source %s: %d records", name, len(found))
+        logger.info("source %s: %s", name, stats)
+        mining[name] = dataclasses.asdict(stats)
         records += found
-    return records
+    return records, mining
 
 
 def read_records(path: str | os.PathLike[str]) -> list[TrainingRecord]:
@@ -1122,8 +1131,8 @@ def build_trainer(
     The dev split (``config.dev_fraction``) is taken out of the records here; the trainer then
     carries ``dev_records``, ``dev_callback`` (None without a dev split), ``base_state`` (the
     weights before training, on the CPU), ``base_instructions`` (per task, whether the base
-    is used with its instructions), ``distillation`` (the per-task plan) and
-    ``teacher_quality``.
+    is used with its instructions), ``distillation`` (the per-task plan), ``teacher_quality``
+    and ``mining`` (per source of ``config.sources``, what mining did; empty for given records).
 
     Args:
         config: The run's settings.
@@ -1136,13 +1145,15 @@ def build_trainer(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     _check_teacher(config)
+    mining: dict[str, dict[str, Any]] = {}
     if records is None:
         if not config.data and not config.sources:
             raise ValueError(
                 "no training data: set `data` (--data FILE.jsonl ...) or `sources` (--sources ...)"
             )
         records = [r for path in config.data for r in read_records(path)]
-        records += source_records(config)
+        mined, mining = source_records(config)
+        records += mined
     if not records:
         raise ValueError("no training records: the data files are empty")
     device = _device(config)
@@ -1235,6 +1246,7 @@ def build_trainer(
     trainer.base_instructions = base_instructions
     trainer.distillation = plan
     trainer.teacher_quality = quality
+    trainer.mining = mining
     return trainer
 
 
@@ -1360,11 +1372,21 @@ def _known_cells(
     """
     if callback.best_step is None:
         return None
-    cells = {}
-    for name, ds in callback.datasets.items():
-        step = task_weights[ds.task][0] if ds.task in task_weights else callback.best_step
-        cells[name] = callback.queries_at(step)[name]
+    steps = _steps_taken(callback, task_weights)
+    cells = {
+        name: callback.queries_at(steps[ds.task])[name] for name, ds in callback.datasets.items()
+    }
     return {(1.0, "instructions"): cells}
+
+
+def _steps_taken(
+    callback: DevCallback | None, task_weights: Mapping[str, tuple[int, Mapping[str, Tensor]]]
+) -> dict[str, int]:
+    """The step each task with a dev set fine-tuned to: its own (``task_weights``) or the best."""
+    if callback is None or callback.best_step is None:
+        return {}
+    tasks = sorted({ds.task for ds in callback.datasets.values()})
+    return {t: task_weights[t][0] if t in task_weights else callback.best_step for t in tasks}
 
 
 def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) -> TrainResult:
@@ -1442,6 +1464,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
     select_seconds = time.perf_counter() - select_started
     summary = {
         "config": config.to_dict(),
+        "mining": trainer.mining,
         "examples": counts,
         "dev_queries": _dev_counts(trainer.dev_records),
         "distillation": trainer.distillation,
@@ -1449,7 +1472,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
         "dev_curve": callback.curve if callback else [],
         "best_step": callback.best_step if callback else None,
         "task_best_steps": callback.task_steps if callback else {},
-        "task_steps": {t: w[0] for t, w in task_weights.items()},
+        "task_steps": _steps_taken(callback, task_weights),
         "selection": selection.to_dict() if selection else None,
         "regressed_tasks": selection.regressed() if selection else [],
         "train_seconds": seconds,
