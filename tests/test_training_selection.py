@@ -505,6 +505,13 @@ def test_the_teacher_scores_a_spread_of_each_distilled_source_once(tmp_path, mon
     monkeypatch.setattr("llm_embedder_integrations.llm.LocalLLM", no_teacher)
     again = teacher_scored(config, records)
     assert [r.teacher_scores for r in again] == [r.teacher_scores for r in out]
+    # so does a run with another output that shares the cache (`teacher_cache`)
+    shared = dataclasses.replace(
+        config, output=str(tmp_path / "other"), teacher_cache=str(cache.parents[1])
+    )
+    assert [r.teacher_scores for r in teacher_scored(shared, records)] == [
+        r.teacher_scores for r in out
+    ]
     changed = [dataclasses_replace(nq[0], neg=["Another negative."]), *nq[1:]]
     with pytest.raises(AssertionError, match="the teacher was loaded"):
         teacher_scored(config, changed)
@@ -528,6 +535,7 @@ def test_the_trainer_measures_the_teacher_on_the_records_it_scored(tmp_path):
     config = one_step_config(tmp_path, teacher_queries=3, distillation="auto", dev_fraction=0)
     trainer = build_trainer(config, records)
     assert trainer.teacher_quality["qa"].records == 3
+    assert trainer.teacher_seconds > 0 and trainer.mining == {}  # records given: nothing mined
     assert sum(1 for _ in (tmp_path / "out" / "teacher-scores").rglob("*.jsonl")) == 1
 
 
@@ -944,6 +952,17 @@ def test_sources_are_converted_with_mined_negatives_and_capped(data_path):
     assert list(mining) == ["sni"] and mining["sni"]["queries"] == 5
     assert sum(mining["sni"]["negatives"].values()) == 10
     assert set(mining["sni"]["dropped"]) == {"same_text", "overlap", "above_positive"}
+    assert mining["sni"]["seconds"] > 0
+    # `source_docs`: the negatives come from that many documents, the judged ones kept
+    from llm_embedder_integrations.evaluation.runner import cap_corpus, cap_queries
+    from llm_embedder_integrations.training.data import load_source
+
+    capped, _ = source_records(dataclasses.replace(config, source_docs=8))
+    pool = cap_corpus(cap_queries(load_source("sni", data_path=data_path), 5), 8).corpus
+    assert {k for r in capped for k in r.neg} <= set(pool.values())
+    assert len(pool) < len(load_source("sni", data_path=data_path).corpus)
+    with pytest.raises(ValueError, match="source_docs"):
+        TrainConfig(source_docs=0)
 
 
 def test_a_run_with_one_step_for_all_names_it_per_task_and_keeps_the_mining_counts(

@@ -143,17 +143,23 @@ class TrainConfig:
             ``gutenberg``) and the train split of evaluation datasets (``xquad``, ``locomo``,
             ``trec_cast`` in its history format...). Used beside ``data``; no teacher scores.
         source_queries: At most this many queries per source (spread over it); None for all.
+        source_docs: At most this many documents per source searched for hard negatives, the
+            judged ones always kept (`cap_corpus`); None (the default) searches all. For quick
+            trials: negatives drawn from fewer documents are easier.
         teacher_queries: Training records per source of each distilled task (qa, icl, chat,
             lrlm: `TASK_LOSS`) that the teacher ``llm`` scores before training, spread over the
             source, the dev split held out first (`teacher_scored`); 0 (the default) scores
             none. With ``distillation: auto`` the run then measures the teacher against the
             base model on them and distils only the tasks where it is better; every other
-            record trains with the contrastive loss. The scores are kept in the output folder
-            (``teacher-scores/``), so a rerun or a resumed run does not score again.
+            record trains with the contrastive loss. The scores are kept in ``teacher_cache``,
+            so a rerun or a resumed run does not score again.
         llm: The teacher of ``teacher_queries``: a Hugging Face causal LM, hub id or folder;
             None is the shipped SmolLM2-135M.
         teacher_dtype: The teacher's dtype, ``"fp32"`` or ``"bf16"``; None is bf16 where the
             device computes it natively and fp32 elsewhere (`teacher_dtype`).
+        teacher_cache: Folder of the teacher's kept scores (``<llm>/<source>.jsonl`` in it);
+            None is ``<output>/teacher-scores``. Runs on the same records that share one (with
+            other settings, say) have them scored once.
         data_path: The data folder of ``sources``; None takes `data_dir`'s choice.
         output: Directory of the trained model (checkpoints go to ``checkpoint-<step>`` in it).
         model: Model to fine-tune: hub id, local directory, or the shipped
@@ -255,9 +261,11 @@ class TrainConfig:
     data: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     source_queries: int | None = 600
+    source_docs: int | None = None
     teacher_queries: int = 0
     llm: str | None = None
     teacher_dtype: str | None = None
+    teacher_cache: str | None = None
     data_path: str | None = None
     output: str = "llm-embedder-finetuned"
     model: str = SHIPPED_MODEL
@@ -310,6 +318,7 @@ class TrainConfig:
         self.sources = tuple(self.sources)
         _check_sources(self.sources)
         check_positive_int(self.source_queries, "source_queries", allow_none=True)
+        check_positive_int(self.source_docs, "source_docs", allow_none=True)
         check_int_at_least_zero(self.teacher_queries, "teacher_queries")
         if isinstance(self.llm, os.PathLike):
             self.llm = os.fspath(self.llm)
@@ -450,7 +459,7 @@ class TrainConfig:
                 values[name] = [values[name]]
             if isinstance(values.get(name), list):
                 values[name] = [str(base / p) for p in values[name]]
-        for name in ("output", "data_path"):
+        for name in ("output", "data_path", "teacher_cache"):
             if isinstance(values.get(name), str):
                 values[name] = str(base / values[name])
         try:
@@ -784,12 +793,12 @@ def source_records(
 
     Returns the records and, per source, what mining did (`MiningStats` as a dict: records,
     queries without a positive, hard negatives kept per miner, likely false negatives dropped
-    per reason), which is logged and kept in the run summary.
+    per reason) and the seconds it took, which are logged and kept in the run summary.
     """
     if not config.sources:
         return [], {}
     from ..encoder import LLMEmbedder
-    from ..evaluation.runner import cap_queries
+    from ..evaluation.runner import cap_corpus, cap_queries
     from .data import load_source, mine_records
 
     encoder = LLMEmbedder(config.model, instructions=False, show_progress=config.show_progress)
@@ -797,9 +806,10 @@ def source_records(
     mining: dict[str, dict[str, Any]] = {}
     for name in config.sources:
         # Spread the cap over the source before mining: only the kept queries are encoded.
+        started = time.perf_counter()
         dataset = load_source(name, data_path=config.data_path, **_SOURCE_OPTIONS.get(name, {}))
         found, stats = mine_records(
-            cap_queries(dataset, config.source_queries),
+            cap_corpus(cap_queries(dataset, config.source_queries), config.source_docs),
             encoder,
             negatives=config.group_size - 1,
             max_positives=1,
@@ -807,7 +817,7 @@ def source_records(
             false_negative_margin=0.2,
         )
         logger.info("source %s: %s", name, stats)
-        mining[name] = dataclasses.asdict(stats)
+        mining[name] = {**dataclasses.asdict(stats), "seconds": time.perf_counter() - started}
         records += found
     return records, mining
 
@@ -900,7 +910,7 @@ def teacher_scored(
     `TASK_LOSS`, that many of its records with an expected answer and no teacher scores yet,
     spread over the source, get LLM rewards from ``config.llm`` (`LLMReward`); the others are
     returned as they are. Pass the training records only (the dev split held out), so that every
-    score trains. The scored records are kept in ``<output>/teacher-scores/<llm>/<source>.jsonl``
+    score trains. The scored records are kept in ``<teacher_cache>/<llm>/<source>.jsonl``
     (valid training files) and reused by a rerun while their query and keys are unchanged; an
     interrupted run keeps what it scored.
 
@@ -919,7 +929,8 @@ def teacher_scored(
             continue
         if record.teacher_scores is None and record.answers:
             by_source.setdefault(str(record.extra.get("source", record.task)), []).append(record)
-    folder = Path(config.output) / "teacher-scores" / _slug(config.llm or "smollm2-135m-instruct")
+    cache = config.teacher_cache or Path(config.output) / "teacher-scores"
+    folder = Path(cache) / _slug(config.llm or "smollm2-135m-instruct")
     teacher: LocalLLM | None = None
     reward: LLMReward | None = None
     scored: dict[int, TrainingRecord] = {}
@@ -1132,7 +1143,9 @@ def build_trainer(
     carries ``dev_records``, ``dev_callback`` (None without a dev split), ``base_state`` (the
     weights before training, on the CPU), ``base_instructions`` (per task, whether the base
     is used with its instructions), ``distillation`` (the per-task plan), ``teacher_quality``
-    and ``mining`` (per source of ``config.sources``, what mining did; empty for given records).
+    ``mining`` (per source of ``config.sources``, what mining did; empty for given records) and
+    ``teacher_seconds`` (loading the teacher and scoring; next to nothing where every score was
+    kept).
 
     Args:
         config: The run's settings.
@@ -1161,7 +1174,9 @@ def build_trainer(
     records, dev_records = split_off_dev(config, records)
     if config.max_group_queries:
         records = cap_per_group(records, config.max_group_queries)
+    started = time.perf_counter()
     records = teacher_scored(config, records, device)
+    teacher_seconds = time.perf_counter() - started
     model, base_instructions = _load_base(config, device)
     plan, quality = distillation_plan(config, records, model)
 
@@ -1247,6 +1262,7 @@ def build_trainer(
     trainer.distillation = plan
     trainer.teacher_quality = quality
     trainer.mining = mining
+    trainer.teacher_seconds = teacher_seconds
     return trainer
 
 
@@ -1469,6 +1485,7 @@ def train(config: TrainConfig, records: Sequence[TrainingRecord] | None = None) 
         "dev_queries": _dev_counts(trainer.dev_records),
         "distillation": trainer.distillation,
         "teacher_quality": {t: vars(q) for t, q in trainer.teacher_quality.items()},
+        "teacher_seconds": trainer.teacher_seconds,
         "dev_curve": callback.curve if callback else [],
         "best_step": callback.best_step if callback else None,
         "task_best_steps": callback.task_steps if callback else {},
