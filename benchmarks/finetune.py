@@ -1,32 +1,31 @@
-"""Fine-tune the shipped MiniLM with LLM-Embedder's recipe and compare it on the test splits.
+"""Fine-tune the shipped MiniLM as ``llm-embedder train --config examples/finetune.yaml`` does.
 
-Three stages, each resumable (finished work in ``--workdir`` is reused):
+Then compare it with its base and BM25 on the TEST splits. Three stages, each resumable
+(finished work in ``--workdir`` is reused):
 
-1. ``prepare``: training records from the training-scale sources of ``<data>/train``
-   (`TRAIN_SOURCES`: Natural Questions, CANARD, APIBench TorchHub, six novels) and the TRAIN split
-   of each evaluation dataset (`TRAIN_SETS`), hard negatives mined by the base model and BM25,
-   likely false negatives dropped (counts in ``data/mining.json``). For each task trained by
-   distillation (qa, icl, chat, lrlm) a sample is scored by the teacher (``--llm``, the shipped
-   SmolLM2-135M by default, in the dtype the CPU runs fastest) and the teacher's top-1 accuracy on
-   the gold positives is compared with the base model's (``data/teacher.json``). Where the
-   teacher wins, the file's dev split is held out first (whole groups, ``--dev-fraction``), then
-   ``--scored-queries`` of its training records are scored; they train by distillation and its
-   other training records by the contrastive loss.
-2. ``train``: (g) the full recipe with model selection: a dev split per task and source, the
-   dev curve, the best step, then the interpolation weight and instruction switch chosen per
-   task on the dev split, losing on none of its sources.
-   The same run's last checkpoint is (d), the recipe without selection. Ablations: (e) mixed-task
-   batches, (f) contrastive loss only (skipped when no task is distilled: it would be (d)).
+1. ``convert``: the config's ``sources`` (the training-scale sources of ``<data>/train``:
+   Natural Questions, CANARD, APIBench TorchHub, six novels; and the TRAIN split of each
+   evaluation dataset), mined by the base model and BM25 with likely false negatives dropped,
+   exactly as the command mines them (`source_records`), into ``data/records.jsonl``; what
+   mining did per source goes to ``data/mining.json``.
+2. ``train``: each variant trains on those records with the config's settings (`train`).
+   (g) ``selected`` is the config as it is, so its run is the command's: the dev split held
+   out, the teacher (``llm``, the shipped SmolLM2-135M by default) scoring ``teacher_queries``
+   training records per source of the distilled tasks, distillation where it beats the base
+   model, the dev curve, each task's step, then its interpolation weight and instruction switch
+   chosen on the dev split. Its last checkpoint is (d), the recipe without selection. The
+   other variants change a setting or two (`VARIANTS`); the teacher's scores are kept in
+   ``teacher-scores/`` and shared by all of them.
 3. ``eval``: the TEST splits (`run_benchmark`, exact search) for (a) BM25, (b) the base model
-   without instructions, (c) with instructions, and (d)-(g) as `LLMEmbedder(path)` loads them.
+   without instructions, (c) with instructions, and (d)-(k) as `LLMEmbedder(path)` loads them.
    One table, MRR@10 / nDCG@10 per dataset, and a second of each system's MRR@10 minus the
    base's with its paired standard error over the test queries, written as markdown and JSON.
 
 Usage:
-    python benchmarks/finetune.py --workdir runs/finetune                  # the README's table
-    python benchmarks/finetune.py --workdir runs/finetune --stage prepare  # records only
-    python benchmarks/finetune.py --workdir runs/finetune --variants selected   # (d) and (g)
-    python benchmarks/finetune.py --workdir runs/uncapped --api-cap 0  # every query of every API
+    python benchmarks/finetune.py --workdir runs/finetune --variants selected   # the README's
+    python benchmarks/finetune.py --workdir runs/seed7 --variants selected --seed 7
+    python benchmarks/finetune.py --workdir runs/finetune --stage convert       # records only
+    python benchmarks/finetune.py --workdir runs/uncapped --set max_group_queries=null
 """
 
 from __future__ import annotations
@@ -37,13 +36,15 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
-from llm_embedder_integrations._cpu import cpu_features, teacher_dtype
+from llm_embedder_integrations._cpu import cpu_features
 from llm_embedder_integrations.evaluation.datasets import load_dataset
 from llm_embedder_integrations.evaluation.metrics import gain_by_group, paired_gain
 from llm_embedder_integrations.evaluation.runner import (
@@ -52,42 +53,16 @@ from llm_embedder_integrations.evaluation.runner import (
     cap_corpus,
     cap_queries,
 )
-from llm_embedder_integrations.llm import LocalLLM
-from llm_embedder_integrations.training import (
-    TASK_LOSS,
-    LLMReward,
-    TrainConfig,
-    read_jsonl,
-    score_file,
-    train,
-    write_jsonl,
-)
-from llm_embedder_integrations.training.data import mine_records
-from llm_embedder_integrations.training.selection import split_dev, st_encoder, teacher_quality
-from llm_embedder_integrations.training.sources import load_training_source
-from llm_embedder_integrations.training.train import TASK_SETTINGS, _load_model
+from llm_embedder_integrations.training import TrainConfig, train, write_jsonl
+from llm_embedder_integrations.training.train import TASK_SETTINGS, source_records
 
 logger = logging.getLogger("finetune")
 
-# (file stem, task, source or dataset name, loader options)
-TRAIN_SOURCES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("nq_qed", "qa", "nq_qed", {}),
-    ("canard", "convsearch", "canard", {}),
-    ("torchhub_train", "tool", "gorilla_torchhub_train", {}),
-    ("gutenberg", "lrlm", "gutenberg", {}),
-)
-"""The training-scale sources of ``<data>/train`` (never used for testing)."""
+CONFIG = Path(__file__).resolve().parents[1] / "examples" / "finetune.yaml"
+"""The command's config, the default of ``--config``."""
 
-TRAIN_SETS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("xquad", "qa", "xquad", {}),
-    ("torchhub", "tool", "gorilla_torchhub", {}),
-    ("tensorflow", "tool", "gorilla_tensorflow", {}),
-    ("locomo", "chat", "locomo", {}),
-    ("trec_cast", "convsearch", "trec_cast", {"history": True}),
-    ("sni", "icl", "sni", {}),
-    ("tinyshakespeare", "lrlm", "tinyshakespeare", {}),
-)
-"""The train split of each evaluation dataset (its test split stays unseen)."""
+MINED_BY = ("model", "sources", "source_queries", "source_docs", "group_size", "data_path")
+"""The settings the mined records depend on: a work folder mined with others is refused."""
 
 SYSTEMS = (
     "bm25",
@@ -116,186 +91,6 @@ TITLES = {
     "one-step": "(k) (g), one best step",
 }
 
-
-def _spread(items: list[Any], n: int | None) -> list[Any]:
-    """``n`` items evenly spread over ``items`` (all when n is None or larger)."""
-    if n is None or n >= len(items):
-        return items
-    step = len(items) / n
-    return [items[int(i * step)] for i in range(n)]
-
-
-def _train_files(args: argparse.Namespace) -> tuple[tuple[str, str, str, dict[str, Any]], ...]:
-    return TRAIN_SETS if args.no_sources else (*TRAIN_SOURCES, *TRAIN_SETS)
-
-
-def _convert(args: argparse.Namespace, encoder: LLMEmbedder, data: Path) -> dict[str, Any]:
-    """Write ``<stem>.jsonl`` for every source and train split; return the mining counts."""
-    log_path = data / "mining.json"
-    mining: dict[str, Any] = json.loads(log_path.read_text()) if log_path.exists() else {}
-    for stem, task, name, options in _train_files(args):
-        raw = data / f"{stem}.jsonl"
-        if raw.exists() and stem in mining:
-            continue
-        started = time.perf_counter()
-        if any(stem == s for s, *_ in TRAIN_SOURCES):
-            ds = load_training_source(name, **options)
-        else:
-            ds = load_dataset(name, "train", **options)
-        distilled = TASK_LOSS[task].distillation is not None
-        # Twice the cap is converted: queries without an expected output are dropped.
-        ds = cap_queries(ds, None if args.max_queries is None else 2 * args.max_queries)
-        ds = cap_corpus(ds, args.max_docs)
-        records, stats = mine_records(
-            ds,
-            encoder,
-            negatives=args.group_size - 1,
-            max_positives=1,
-            answered_only=distilled,
-            false_negative_margin=args.false_negative_margin,
-        )
-        records = _spread(records, args.max_queries)
-        write_jsonl(records, raw)
-        mining[stem] = {
-            "task": task,
-            "records": len(records),
-            "negatives": stats.negatives,
-            "dropped": stats.dropped,
-            "seconds": time.perf_counter() - started,
-        }
-        log_path.write_text(json.dumps(mining, indent=2) + "\n")
-        logger.info("%s: %s in %.1f s", raw.name, stats, mining[stem]["seconds"])
-    return mining
-
-
-def _reward(args: argparse.Namespace, holder: dict[str, LLMReward]) -> LLMReward:
-    if "reward" not in holder:
-        dtype = args.teacher_dtype or teacher_dtype("cuda" if torch.cuda.is_available() else "cpu")
-        logger.info("teacher %s in %s", args.llm or "SmolLM2-135M (shipped)", dtype)
-        holder["reward"] = LLMReward(LocalLLM(args.llm, dtype=dtype), batch_size=8)
-    return holder["reward"]
-
-
-def _score(args: argparse.Namespace, raw: Path, out: Path, holder: dict[str, LLMReward]) -> None:
-    total = len(read_jsonl(raw))
-    done = sum(1 for _ in out.open(encoding="utf-8")) if out.exists() else 0
-    if done >= total:
-        return
-    started = time.perf_counter()
-    n = score_file(raw, out, reward=_reward(args, holder), show_progress=args.progress)
-    seconds = time.perf_counter() - started
-    candidates = sum(len(r.keys) for r in read_jsonl(raw)[done:])
-    logger.info(
-        "%s: scored %d records (%d candidates) in %.1f s, %.2f candidates/s",
-        out.name,
-        n,
-        candidates,
-        seconds,
-        candidates / max(seconds, 1e-9),
-    )
-    _append_log(raw.parent / "scoring.jsonl", out.stem, n, candidates, seconds)
-
-
-def prepare(args: argparse.Namespace, data: Path, *, score: bool = True) -> list[Path]:
-    """Convert, measure the teacher per task, score where it wins; return the training files."""
-    data.mkdir(parents=True, exist_ok=True)
-    encoder = LLMEmbedder(SHIPPED_MODEL, instructions=False, show_progress=args.progress)
-    _convert(args, encoder, data)
-    stems = [(stem, task) for stem, task, *_ in _train_files(args)]
-    if not score:
-        return [data / f"{stem}.jsonl" for stem, _ in stems]
-    holder: dict[str, LLMReward] = {}
-    teacher_path = data / "teacher.json"
-    teacher: dict[str, Any] = json.loads(teacher_path.read_text()) if teacher_path.exists() else {}
-    distilled = sorted({t for _, t in stems if TASK_LOSS[t].distillation is not None})
-    if set(distilled) - set(teacher):
-        # A sample of each distilled task, scored, then the teacher against the base model.
-        samples = {}
-        for stem, task in stems:
-            if task not in distilled or task in teacher:
-                continue
-            sample = data / f"{stem}.sample.jsonl"
-            if not sample.exists():
-                write_jsonl(
-                    _spread(read_jsonl(data / f"{stem}.jsonl"), args.teacher_sample), sample
-                )
-            scored = data / f"{stem}.sample.scored.jsonl"
-            _score(args, sample, scored, holder)
-            samples.setdefault(task, []).extend(read_jsonl(scored))
-        model = _load_model(TrainConfig(model=SHIPPED_MODEL), "cpu")
-        for task, records in samples.items():
-            plain = teacher_quality(records, st_encoder(model, False))[task]
-            instructed = teacher_quality(records, st_encoder(model, True))[task]
-            teacher[task] = {
-                "records": plain.records,
-                "teacher_top1": plain.teacher,
-                "base_top1": plain.student,
-                "base+instr_top1": instructed.student,
-                "distil": plain.teacher > max(plain.student, instructed.student),
-            }
-            logger.info("teacher on %s: %s", task, teacher[task])
-        teacher_path.write_text(json.dumps(teacher, indent=2) + "\n")
-    files: list[Path] = []
-    for stem, task in stems:
-        raw = data / f"{stem}.jsonl"
-        if not teacher.get(task, {}).get("distil"):
-            files.append(raw)  # trained with the contrastive loss (TrainConfig's "auto")
-            continue
-        kept = _hold_out_dev(args, raw)
-        capped = data / f"{stem}.capped.jsonl"
-        if not capped.exists():
-            write_jsonl(_spread(read_jsonl(kept), args.scored_queries), capped)
-        scored = data / f"{stem}.scored.jsonl"
-        _score(args, capped, scored, holder)
-        files.append(_merge_scored(kept, scored, _beside(raw, DISTILLED)))
-    return files
-
-
-DISTILLED = ".distil.jsonl"
-"""Suffix of a distilled file's training records: the scored ones and the unscored rest."""
-
-
-def _hold_out_dev(args: argparse.Namespace, raw: Path) -> Path:
-    """Hold out a distilled file's dev split before scoring.
-
-    Returns the file of its training records.
-
-    The dev split is made here, as the trainer makes the others (`split_dev`: whole groups,
-    seeded, ``--dev-fraction``), so that the teacher's scores all go to training records.
-    """
-    kept, dev = _beside(raw, ".train.jsonl"), _beside(raw, ".dev.jsonl")
-    if not (kept.exists() and dev.exists()):
-        train_part, dev_part = split_dev(
-            read_jsonl(raw),
-            fraction=args.dev_fraction,
-            max_queries=args.dev_queries,
-            min_queries=TrainConfig.dev_min_queries,
-            seed=args.seed,
-        )
-        write_jsonl(dev_part, dev)
-        write_jsonl(train_part, kept)
-    return kept
-
-
-def _beside(path: Path, suffix: str) -> Path:
-    """The file of the same stem with another suffix (``nq_qed.jsonl`` -> ``nq_qed.dev.jsonl``)."""
-    return path.with_name(path.name.split(".", 1)[0] + suffix)
-
-
-def _merge_scored(kept: Path, scored: Path, out: Path) -> Path:
-    """The training records with the scored ones in place of their unscored copies."""
-    if not out.exists():
-        by_id = {r.query_id: r for r in read_jsonl(scored)}
-        write_jsonl([by_id.get(r.query_id, r) for r in read_jsonl(kept)], out)
-    return out
-
-
-def _append_log(path: Path, stem: str, records: int, candidates: int, seconds: float) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        entry = {"file": stem, "records": records, "candidates": candidates, "seconds": seconds}
-        f.write(json.dumps(entry) + "\n")
-
-
 VARIANTS: dict[str, dict[str, Any]] = {
     "selected": {},
     "mixed-batches": {"homogeneous": False, "interpolate": False, "eval_steps": 10**9},
@@ -305,57 +100,82 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "paper-temperature": {"temperature": 0.01, "step_per_task": False},
     "one-step": {"step_per_task": False},
 }
-"""The training runs: (g) the full recipe with selection (its last checkpoint is (d)), and the
-two ablations without selection; (h) is (g) with a lower learning rate for the lower layers
-(each layer 0.8 times the one above, the embeddings lowest), the issue's question whether a
-gentler update of the encoder body keeps what the base model knows; (i) is (g) after 25 steps
-that train only the instructions' token embeddings (`instruction_warmup_steps`), the issue's
-question whether fitting the instructions first removes their cost. (k) is (g) with one best
-step (the best mean over tasks) for every task instead of each task's own; (j) is (k) at the
-paper's temperature of 0.01 instead of the ``--temperature`` of the others (0.05, the one
-MiniLM was trained at: sentence-transformers' scale 20). All hold out the same dev
-split, so they train on the same records."""
+"""The training runs, each the config with these settings changed: (g) the config as it is (its
+last checkpoint is (d)), and the two ablations without selection; (h) is (g) with a lower
+learning rate for the lower layers (each layer 0.8 times the one above, the embeddings lowest),
+the question whether a gentler update of the encoder body keeps what the base model knows; (i)
+is (g) after 25 steps that train only the instructions' token embeddings
+(`instruction_warmup_steps`), the question whether fitting the instructions first removes their
+cost. (k) is (g) with one best step (the best mean over tasks) for every task instead of each
+task's own where it is better beyond the noise; (j) is (k) at the paper's temperature of 0.01
+instead of the config's 0.05 (the one MiniLM was trained at: sentence-transformers' scale 20).
+All train on the same records and hold out the same dev split."""
 
 
-def _distilled(files: list[Path]) -> bool:
-    return any(f.name.endswith(DISTILLED) for f in files)
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    """``--config`` with ``--seed``, ``--llm``, ``--teacher-queries`` and ``--set`` applied."""
+    config = TrainConfig.from_yaml(
+        args.config,
+        seed=args.seed,
+        llm=args.llm,
+        teacher_queries=args.teacher_queries,
+        show_progress=args.progress,
+    )
+    return TrainConfig.from_dict({**config.to_dict(), **args.set})
 
 
-def dev_files(files: list[Path]) -> list[Path]:
-    """The dev splits held out before scoring (`_hold_out_dev`)."""
-    return [_beside(f, ".dev.jsonl") for f in files if f.name.endswith(DISTILLED)]
+def mined_records(args: argparse.Namespace, config: TrainConfig) -> Path:
+    """``data/records.jsonl``: the config's sources, mined as the command mines them.
+
+    Reused when it was mined with the same settings (`MINED_BY`).
+
+    Raises:
+        ValueError: If the work folder's records were mined with other settings.
+    """
+    data = args.workdir / "data"
+    path, log = data / "records.jsonl", data / "mining.json"
+    settings = {name: getattr(config, name) for name in MINED_BY}
+    settings["sources"] = list(config.sources)
+    if path.exists() and log.exists():
+        mined = json.loads(log.read_text(encoding="utf-8"))
+        if mined["settings"] != settings:
+            raise ValueError(
+                f"{path} was mined with {mined['settings']}, not {settings}: give another "
+                "--workdir, or delete its data/ folder to mine again"
+            )
+        return path
+    data.mkdir(parents=True, exist_ok=True)
+    records, mining = source_records(config)
+    if not records:
+        raise ValueError(f"{args.config}: no `sources` to mine")
+    counts = Counter(r.extra["source"] for r in records)
+    tasks = {r.extra["source"]: r.task for r in records}
+    for name, stats in mining.items():
+        stats.update(task=tasks.get(name), records=counts[name])
+    write_jsonl(records, path)
+    log.write_text(json.dumps({"settings": settings, "sources": mining}, indent=2) + "\n")
+    return path
 
 
-def train_settings(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
-    """The `TrainConfig` settings every variant shares (the output folder aside)."""
-    return {
-        "data": tuple(str(f) for f in files),
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "group_size": args.group_size,
-        "lr": args.lr,
-        "temperature": args.temperature,
-        "max_length": args.max_length,
-        "save_steps": 10**9,
-        "save_total_limit": 1,
-        "logging_steps": 5,
-        "eval_steps": args.eval_steps,
-        "dev_fraction": args.dev_fraction,
-        "dev_max_queries": args.dev_queries,
-        "dev_distractors": args.dev_distractors,
-        "alphas": tuple(args.alphas),
-        "dev_data": tuple(str(f) for f in dev_files(files)),
-        "max_group_queries": {"tool": args.api_cap} if args.api_cap else None,
-        "show_progress": args.progress,
-        "seed": args.seed,
-    }
+def variant_config(args: argparse.Namespace, config: TrainConfig, name: str) -> TrainConfig:
+    """The config of one variant: its settings (`VARIANTS`) on the mined records."""
+    return TrainConfig.from_dict(
+        {
+            **config.to_dict(),
+            "data": [str(args.workdir / "data" / "records.jsonl")],
+            "sources": [],
+            "output": str(args.workdir / "models" / name),
+            "teacher_cache": str(args.workdir / "teacher-scores"),
+            **VARIANTS[name],
+        }
+    )
 
 
-def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str, Any]]:
+def train_all(args: argparse.Namespace, config: TrainConfig) -> dict[str, dict[str, Any]]:
     """Train the variants (a finished one is reused); return their run summaries."""
     summaries: dict[str, dict[str, Any]] = {}
     for name in args.variants:
-        if name == "no-distillation" and not _distilled(files):
+        if name == "no-distillation" and (not config.teacher_queries or not config.distillation):
             logger.info("(f) skipped: no task is distilled, so it would train exactly as (d)")
             continue
         output = args.workdir / "models" / name
@@ -363,10 +183,8 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
         if summary_path.exists() and (output / "llm_embedder_training.json").exists():
             summaries[name] = json.loads(summary_path.read_text())
             continue
-        settings = {**train_settings(args, files), "output": str(output)}
-        config = TrainConfig(**{**settings, **VARIANTS[name]})
         started = time.perf_counter()
-        result = train(config)
+        result = train(variant_config(args, config, name))
         summaries[name] = {
             "global_step": result.global_step,
             "train_loss": result.train_loss,
@@ -379,7 +197,7 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
         }
         summary_path.write_text(json.dumps(summaries[name], indent=2) + "\n")
         logger.info(
-            "%s: %d steps in %.1f s (%.1f s with selection), mean loss %.4f",
+            "%s: %d steps in %.1f s (%.1f s in all), mean loss %.4f",
             name,
             result.global_step,
             result.seconds,
@@ -387,6 +205,31 @@ def train_all(args: argparse.Namespace, files: list[Path]) -> dict[str, dict[str
             result.train_loss,
         )
     return summaries
+
+
+def stage_minutes(workdir: Path, variant: str = "selected") -> dict[str, float]:
+    """Minutes per stage of a variant's run, from its files: mining, the teacher's scoring, the
+    trainer's set-up (loading, the dev split, the teacher check), training with its dev
+    evaluations, selection and saving, the test evaluation."""
+    mining = json.loads((workdir / "data" / "mining.json").read_text())["sources"]
+    run = json.loads((workdir / f"train_{variant}.json").read_text())
+    results = workdir / "results.json"
+    minutes = {
+        "mining": sum(m["seconds"] for m in mining.values()) / 60,
+        "teacher scoring": run["teacher_seconds"] / 60,
+        "set-up": (
+            run["total_seconds"]
+            - run["teacher_seconds"]
+            - run["train_seconds"]
+            - run["selection_seconds"]
+        )
+        / 60,
+        "training": run["train_seconds"] / 60,
+        "selection and saving": run["selection_seconds"] / 60,
+    }
+    if results.exists():
+        minutes["test evaluation"] = json.loads(results.read_text())["total_seconds"] / 60
+    return minutes
 
 
 def _model_paths(args: argparse.Namespace) -> dict[str, Path]:
@@ -548,99 +391,50 @@ def gains_markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (a TrainConfig setting), got {text!r}"
+        )
+    return key, yaml.safe_load(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="data, models and results")
     parser.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIG,
+        help="the training config (default: examples/finetune.yaml, the command's)",
+    )
+    parser.add_argument(
         "--stage",
-        choices=["convert", "prepare", "train", "eval", "all"],
+        choices=["convert", "train", "eval", "all"],
         default="all",
-        help="what to run (convert: the records without teacher scores)",
+        help="what to run (convert: mine the records)",
     )
     parser.add_argument(
-        "--max-queries", type=int, default=600, help="training queries per source or train split"
-    )
-    parser.add_argument(
-        "--max-docs",
-        type=int,
-        default=None,
-        help="documents per source searched for negatives, judged ones kept (quick runs)",
-    )
-    parser.add_argument(
-        "--no-sources",
-        action="store_true",
-        help="train on the evaluation datasets' train splits alone, not on <data>/train",
-    )
-    parser.add_argument(
-        "--scored-queries",
-        type=int,
-        default=200,
-        help="training queries per distilled file (each one scored by the LLM)",
-    )
-    parser.add_argument(
-        "--teacher-sample",
-        type=int,
-        default=40,
-        help="records per file scored to measure the teacher against the base model",
-    )
-    parser.add_argument(
-        "--llm",
-        default=None,
-        help="teacher: a Hugging Face causal LM name or path (default SmolLM2)",
-    )
-    parser.add_argument(
-        "--teacher-dtype",
-        default=None,
-        choices=["fp32", "bf16"],
-        help="teacher dtype (default: bf16 where the CPU or GPU runs it natively, else fp32)",
-    )
-    parser.add_argument(
-        "--api-cap",
-        type=int,
-        default=30,
-        help="train on at most N queries per API of each tool source, the dev split drawn "
-        "first (TrainConfig.max_group_queries); 0: no cap (default: 30)",
-    )
-    parser.add_argument("--group-size", type=int, default=4, help="keys per query (1 + negatives)")
-    parser.add_argument(
-        "--false-negative-margin",
-        type=float,
-        default=0.2,
-        help="drop a mined negative that the base model scores this far above the positive",
-    )
-    parser.add_argument("--epochs", type=float, default=1.0, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=16, help="queries per batch")
-    parser.add_argument("--lr", type=float, default=3e-5, help="peak learning rate")
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=0.05,
-        help="student temperature (MiniLM was trained at 0.05; the paper's 0.01 suits BGE)",
-    )
-    parser.add_argument("--max-length", type=int, default=128, help="training token limit")
-    parser.add_argument("--eval-steps", type=int, default=50, help="dev evaluation every N steps")
-    parser.add_argument(
-        "--dev-fraction",
-        type=float,
-        default=0.2,
-        help="share of each source's records held out as its dev split (whole groups)",
-    )
-    parser.add_argument(
-        "--dev-queries", type=int, default=100, help="dev queries per task and source at most"
-    )
-    parser.add_argument(
-        "--dev-distractors",
-        type=int,
-        default=TrainConfig.dev_distractors,
-        help="training keys of the same source pooled into each dev set, at most",
-    )
-    parser.add_argument(
-        "--alphas",
-        type=float,
+        "--set",
+        type=_setting,
         nargs="+",
-        default=list(TrainConfig.alphas),
-        help="interpolation weights tried per task (0, the base model, is always tried)",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a setting of the config (YAML values: dev_fraction=0.3, alphas=[0.5,1], "
+        "max_group_queries=null)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="the dev split's and training order's seed"
+    )
+    parser.add_argument("--llm", default=None, help="the teacher: a causal LM's hub id or folder")
+    parser.add_argument(
+        "--teacher-queries",
+        type=int,
+        default=None,
+        help="training records per source of each distilled task scored by the teacher",
     )
     parser.add_argument(
         "--eval-queries", type=int, default=None, help="test queries per dataset (all: None)"
@@ -662,16 +456,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)"
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=TrainConfig.seed,
-        help="the dev split's and the training order's seed, to repeat a run in another folder "
-        f"(default: {TrainConfig.seed})",
-    )
     args = parser.parse_args(argv)
-    if args.api_cap < 0:
-        parser.error(f"--api-cap must be a number of queries >= 0, got {args.api_cap}")
+    args.set = dict(args.set)
+    try:
+        args.train_config = base_config(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -684,12 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = args.workdir / "data"
-    if args.stage in ("convert", "prepare", "all"):
-        files = prepare(args, data, score=args.stage != "convert")
+    config = args.train_config
+    if args.stage in ("convert", "train", "all"):
+        mined_records(args, config)
     if args.stage in ("train", "all"):
-        files = prepare(args, data)  # reuses what is done
-        train_all(args, files)
+        train_all(args, config)
     if args.stage in ("eval", "all"):
         result = evaluate(args)
         (args.workdir / "results.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -92,7 +92,7 @@ def run_groups(summary: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     if saved:
         return saved
     config = TrainConfig.from_dict(summary["config"])
-    records = [r for path in config.data for r in read_records(path)] + source_records(config)
+    records = [r for path in config.data for r in read_records(path)] + source_records(config)[0]
     groups = dev_groups(split_off_dev(config, records)[1])
     scored = summary["selection"]["queries"]["0.00"]["plain"]
     for name, queries in scored.items():

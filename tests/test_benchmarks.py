@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -41,48 +42,61 @@ def _grouped_record(qid: str, task: str, source: str, group: str):
     return TrainingRecord(query=qid, task=task, pos=[group], neg=["n"], query_id=qid, extra=extra)
 
 
-def test_a_distilled_file_holds_out_whole_groups_before_scoring_and_merges_the_scores(tmp_path):
-    # plumbing: records written and read back, no model
-    import argparse
+def test_each_variant_trains_the_commands_config_with_its_own_changes(tmp_path, capsys):
+    # plumbing: the parser and the configs, no run
+    import dataclasses
 
-    from llm_embedder_integrations.training import read_jsonl, write_jsonl
-
-    finetune = load("finetune")
-    records = [_grouped_record(f"q{i}", "qa", "nq_qed", f"page {i // 5}") for i in range(100)]
-    raw = tmp_path / "nq_qed.jsonl"
-    write_jsonl(records, raw)
-    args = argparse.Namespace(dev_fraction=0.2, dev_queries=100, seed=42)
-    kept = finetune._hold_out_dev(args, raw)
-    train, dev = read_jsonl(kept), read_jsonl(tmp_path / "nq_qed.dev.jsonl")
-    assert len(dev) == 20 and len(train) == 80
-    assert not {r.extra["group"] for r in dev} & {r.extra["group"] for r in train}
-    scored = tmp_path / "nq_qed.scored.jsonl"
-    write_jsonl([dataclasses.replace(r, teacher_scores=[0.0, -1.0]) for r in train[:3]], scored)
-    merged = read_jsonl(finetune._merge_scored(kept, scored, tmp_path / "nq_qed.distil.jsonl"))
-    assert [r.query_id for r in merged] == [r.query_id for r in train]
-    assert [r.teacher_scores is not None for r in merged] == [True] * 3 + [False] * 77
-    assert finetune.dev_files([tmp_path / "nq_qed.distil.jsonl", raw]) == [
-        tmp_path / "nq_qed.dev.jsonl"
-    ]
-
-
-def test_the_api_cap_reaches_the_trainer_and_a_negative_one_is_refused(tmp_path, capsys):
-    # plumbing: the parser and the settings, no run
     from llm_embedder_integrations.training import TrainConfig
 
     finetune = load("finetune")
-    files = [tmp_path / "tensorflow.jsonl", tmp_path / "nq_qed.distil.jsonl"]
-    settings = finetune.train_settings(finetune.parse_args(["--workdir", "w"]), files)
-    assert settings["max_group_queries"] == {"tool": 30}  # the default
-    assert settings["dev_data"] == (str(tmp_path / "nq_qed.dev.jsonl"),)
-    assert TrainConfig(**settings).max_group_queries == {"tool": 30}
-    uncapped = finetune.parse_args(["--workdir", "w", "--api-cap", "0", "--seed", "7"])
-    assert finetune.train_settings(uncapped, files)["max_group_queries"] is None
-    assert settings["seed"] == TrainConfig.seed and uncapped.seed == 7
-    assert finetune.train_settings(uncapped, files)["seed"] == 7
+    args = finetune.parse_args(["--workdir", str(tmp_path)])
+    command = TrainConfig.from_yaml(finetune.CONFIG, show_progress=False)
+    assert args.train_config == command
+    selected = finetune.variant_config(args, args.train_config, "selected")
+    moved = {"data", "sources", "output", "teacher_cache"}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name not in moved:
+            assert getattr(selected, field.name) == getattr(command, field.name), field.name
+    assert selected.data == (str(tmp_path / "data" / "records.jsonl"),) and not selected.sources
+    assert selected.output == str(tmp_path / "models" / "selected")
+    assert selected.teacher_cache == str(tmp_path / "teacher-scores")  # shared by the variants
+    one_step = finetune.variant_config(args, args.train_config, "one-step")
+    assert one_step.teacher_cache == selected.teacher_cache and not one_step.step_per_task
+    # --seed and the like, and any setting through --set, YAML-typed
+    argv = ["--workdir", "w", "--seed", "7", "--set", "max_group_queries=null", "alphas=[0.5,1]"]
+    changed = finetune.parse_args(argv).train_config
+    assert changed.seed == 7 and changed.max_group_queries is None
+    assert changed.alphas == (0.5, 1.0) and changed.teacher_queries == command.teacher_queries
     with pytest.raises(SystemExit):
-        finetune.main(["--workdir", "unused", "--api-cap", "-1"])
-    assert "--api-cap must be a number of queries >= 0, got -1" in capsys.readouterr().err
+        finetune.parse_args(["--workdir", "w", "--set", "dev_fractoin=0.3"])
+    assert "unknown training setting(s) ['dev_fractoin']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--workdir", "w", "--set", "seed"])
+    assert "expected KEY=VALUE (a TrainConfig setting), got 'seed'" in capsys.readouterr().err
+
+
+def test_the_benchmark_mines_the_records_the_command_mines_once(tmp_path, data_path):
+    from llm_embedder_integrations.training import read_jsonl
+    from llm_embedder_integrations.training.train import source_records
+
+    finetune = load("finetune")
+    quick = ["sources=[sni,gorilla_torchhub]", "source_queries=6", "source_docs=30"]
+    args = finetune.parse_args(["--workdir", str(tmp_path), "--set", *quick])
+    path = finetune.mined_records(args, args.train_config)
+    command, _ = source_records(args.train_config)
+    assert [r.to_dict() for r in read_jsonl(path)] == [r.to_dict() for r in command]
+    mining = json.loads((tmp_path / "data" / "mining.json").read_text())["sources"]
+    assert {n: (m["task"], m["records"]) for n, m in mining.items()} == {
+        "sni": ("icl", 6),
+        "gorilla_torchhub": ("tool", 6),
+    }
+    # reused as it is; refused, with the fix, for records mined with other settings
+    stamp = path.stat().st_mtime_ns
+    assert finetune.mined_records(args, args.train_config) == path
+    assert path.stat().st_mtime_ns == stamp
+    other = finetune.parse_args(["--workdir", str(tmp_path), "--set", *quick, "source_docs=40"])
+    with pytest.raises(ValueError, match="was mined with .* give another --workdir"):
+        finetune.mined_records(other, other.train_config)
 
 
 def test_the_training_speed_records_vary_in_length_and_carry_scores_where_distilled():
