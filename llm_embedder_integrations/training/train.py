@@ -793,7 +793,7 @@ def source_records(
 
     Returns the records and, per source, what mining did (`MiningStats` as a dict: records,
     queries without a positive, hard negatives kept per miner, likely false negatives dropped
-    per reason) and the seconds it took, which are logged and kept in the run summary.
+    per reason; `mine_records` logs them) and the seconds it took, for the run summary.
     """
     if not config.sources:
         return [], {}
@@ -816,7 +816,6 @@ def source_records(
             bm25=True,
             false_negative_margin=0.2,
         )
-        logger.info("source %s: %s", name, stats)
         mining[name] = {**dataclasses.asdict(stats), "seconds": time.perf_counter() - started}
         records += found
     return records, mining
