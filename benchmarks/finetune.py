@@ -476,7 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     config = args.train_config
     if args.stage in ("convert", "train", "all"):
-        mined_records(args, config)
+        try:
+            mined_records(args, config)
+        except ValueError as exc:
+            raise SystemExit(f"finetune.py: {exc}") from None
     if args.stage in ("train", "all"):
         train_all(args, config)
     if args.stage in ("eval", "all"):

@@ -97,6 +97,9 @@ def test_the_benchmark_mines_the_records_the_command_mines_once(tmp_path, data_p
     other = finetune.parse_args(["--workdir", str(tmp_path), "--set", *quick, "source_docs=40"])
     with pytest.raises(ValueError, match="was mined with .* give another --workdir"):
         finetune.mined_records(other, other.train_config)
+    argv = ["--workdir", str(tmp_path), "--stage", "convert", "--set", *quick, "source_docs=40"]
+    with pytest.raises(SystemExit, match="^finetune.py: .* give another --workdir"):
+        finetune.main(argv)  # one line, no traceback
 
 
 def test_the_training_speed_records_vary_in_length_and_carry_scores_where_distilled():
