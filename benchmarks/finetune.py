@@ -36,7 +36,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +133,8 @@ def mined_records(args: argparse.Namespace, config: TrainConfig) -> Path:
     """
     data = args.workdir / "data"
     path, log = data / "records.jsonl", data / "mining.json"
-    settings = {name: getattr(config, name) for name in MINED_BY}
-    settings["sources"] = list(config.sources)
+    values = config.to_dict()  # plain data, as mining.json reads back
+    settings = {name: values[name] for name in MINED_BY}
     if path.exists() and log.exists():
         mined = json.loads(log.read_text(encoding="utf-8"))
         if mined["settings"] != settings:
@@ -148,10 +147,9 @@ def mined_records(args: argparse.Namespace, config: TrainConfig) -> Path:
     records, mining = source_records(config)
     if not records:
         raise ValueError(f"{args.config}: no `sources` to mine")
-    counts = Counter(r.extra["source"] for r in records)
     tasks = {r.extra["source"]: r.task for r in records}
     for name, stats in mining.items():
-        stats.update(task=tasks.get(name), records=counts[name])
+        stats.update(task=tasks.get(name), records=stats["queries"])  # one record a query
     write_jsonl(records, path)
     log.write_text(json.dumps({"settings": settings, "sources": mining}, indent=2) + "\n")
     return path

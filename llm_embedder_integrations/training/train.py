@@ -1141,7 +1141,7 @@ def build_trainer(
     The dev split (``config.dev_fraction``) is taken out of the records here; the trainer then
     carries ``dev_records``, ``dev_callback`` (None without a dev split), ``base_state`` (the
     weights before training, on the CPU), ``base_instructions`` (per task, whether the base
-    is used with its instructions), ``distillation`` (the per-task plan), ``teacher_quality``
+    is used with its instructions), ``distillation`` (the per-task plan), ``teacher_quality``,
     ``mining`` (per source of ``config.sources``, what mining did; empty for given records) and
     ``teacher_seconds`` (loading the teacher and scoring; next to nothing where every score was
     kept).
