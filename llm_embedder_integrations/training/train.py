@@ -218,7 +218,9 @@ class TrainConfig:
             everything and turns model selection off.
         dev_min_queries: Dev queries per source at least, for a source of three times as many
             records or more (a small source's ``dev_fraction`` is too few queries to select on).
-        dev_max_queries: Dev queries per source at most.
+        dev_max_queries: Dev queries per source at most, unless every group of the source is
+            larger: its smallest whole group (a book, a long dialogue) is then held out, if
+            it is at most a third of the source's records.
         dev_distractors: Training keys of the same source pooled into each dev set, at most:
             a few dozen dev keys alone make ranking far easier than a test corpus does.
         dev_data: JSON Lines files of dev records given apart from the training data (records
