@@ -53,6 +53,7 @@ from llm_embedder_integrations.evaluation.runner import (
     cap_queries,
 )
 from llm_embedder_integrations.training import TrainConfig, train, write_jsonl
+from llm_embedder_integrations.training.selection import query_groups
 from llm_embedder_integrations.training.train import TASK_SETTINGS, source_records
 
 logger = logging.getLogger("finetune")
@@ -304,7 +305,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def _query_groups(ds: Any) -> dict[str, str] | None:
     """Each test query's group (article, dialogue, API), or None where the set has none."""
-    groups = {q: str(m["group"]) for q, m in ds.metadata.items() if "group" in m}
+    groups = query_groups({ds.name: ds})[ds.name]
     return groups if groups.keys() >= ds.queries.keys() else None
 
 
