@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .encoder import LLMEmbedder
@@ -22,7 +22,7 @@ from .evaluation.metrics import evaluate_rankings
 from .memory import chunk_text
 from .store import ChromaStore
 
-__all__ = ["passages_within_limit", "run_demo"]
+__all__ = ["passages_within_limit", "rank_documents", "run_demo"]
 
 
 def passages_within_limit(
@@ -60,6 +60,32 @@ def passages_within_limit(
         ids += piece_ids
         metadatas += [dict(meta) for _ in pieces]
     return texts, ids, metadatas
+
+
+def rank_documents(
+    store: ChromaStore,
+    queries: Sequence[str],
+    task: str,
+    passages: int,
+    documents: int,
+    k: int = 10,
+) -> list[list[str]]:
+    """Each query's ``k`` best documents, a document ranked by its best passage.
+
+    ``store``'s ``task`` collection holds ``passages`` passages of ``documents`` documents (as
+    `passages_within_limit` cuts them, or one a document), each naming its document in
+    ``metadata["document"]``. The search is exact: a few hundred passages need no HNSW, and the
+    figures repeat exactly.
+    """
+    # Each passage beyond a document's first can take one place: this many hits always hold
+    # the k best distinct documents.
+    depth = min(passages, k + passages - documents)
+    ranked = []
+    for first in range(0, len(queries), 200):  # Chroma answers a bounded number of hits a call
+        batch = list(queries[first : first + 200])
+        for hits in store.search_batch(batch, task=task, k=depth, exact=True):
+            ranked.append(list(dict.fromkeys(h.metadata["document"] for h in hits))[:k])
+    return ranked
 
 
 @contextlib.contextmanager
@@ -142,18 +168,9 @@ def run_demo(
 
         qids = list(ds.queries)
         start = time.perf_counter()
-        # Each passage beyond a paragraph's first can take one place: this many hits always
-        # hold the 10 best distinct paragraphs.
-        depth = min(len(ids), 10 + len(ids) - len(ds.corpus))
-        results = []
-        for first in range(0, len(qids), 200):  # Chroma answers a bounded number of hits a call
-            batch = [ds.queries[q] for q in qids[first : first + 200]]
-            # Exact search: a few hundred passages need no HNSW, and the figures repeat exactly.
-            results += store.search_batch(batch, task=ds.task, k=depth, exact=True)
-        run = {
-            q: list(dict.fromkeys(h.metadata["document"] for h in hits))[:10]
-            for q, hits in zip(qids, results, strict=True)
-        }
+        texts_asked = [ds.queries[q] for q in qids]
+        ranked = rank_documents(store, texts_asked, ds.task, len(ids), len(ds.corpus))
+        run = dict(zip(qids, ranked, strict=True))
         scores = evaluate_rankings(run, ds.qrels, ks=(1, 10))
         out(f"Searched {len(qids)} questions in {time.perf_counter() - start:.1f} s")
 

@@ -266,3 +266,54 @@ def test_xquad_articles_are_ranked_as_the_test_split_is_and_split_by_article():
     assert "- test: t1 -0.5000 (1); 1 unchanged" in lines
     assert "- dev: d1 +0.2500 (1); 1 unchanged" in lines
     assert "- trained: none moves; 2 unchanged" in lines
+
+
+def _tail_fact_dataset():
+    from llm_embedder_integrations.evaluation.datasets import RetrievalDataset
+
+    filler = " ".join(
+        f"Step {i}: stir the pasta sauce slowly and add a pinch of salt." for i in range(22)
+    )
+    eiffel = (
+        " The Eiffel Tower stands on the Champ de Mars in Paris. Gustave Eiffel's company built"
+        " the Eiffel Tower for the World's Fair of 1889. The Eiffel Tower is the most visited"
+        " tower in Paris."
+    )
+    corpus = {
+        "recipe#0": filler + eiffel,
+        "towers#0": "Big Ben is the clock tower of the Palace of Westminster in London.",
+        "towers#1": "The Leaning Tower of Pisa is the bell tower of Pisa Cathedral in Italy.",
+        "towers#2": "The CN Tower is a communications tower in Toronto, Canada.",
+    }
+    queries = {"q": "Where does the Eiffel Tower stand?", "r": "Which tower is in Toronto?"}
+    qrels = {"q": {"recipe#0": 1}, "r": {"towers#2": 1}}
+    return RetrievalDataset("xquad", "qa", corpus, queries, qrels, split="test")
+
+
+def test_long_documents_ranks_a_long_document_by_its_best_passage(encoder):
+    long_documents = load("long_documents")
+    ds = _tail_fact_dataset()
+    assert long_documents.cut_documents(encoder, ds) == (1, 5)  # the recipe, in two passages
+    truncated = long_documents.per_query_mrr(encoder, ds, passages=False)
+    passages = long_documents.per_query_mrr(encoder, ds, passages=True)
+    # the fact lies beyond the first 256 tokens: cut off whole, found in its own passage
+    assert truncated["q"] < 1.0 and passages["q"] == 1.0
+    assert truncated["r"] == passages["r"] == 1.0
+    filtered = dataclasses.replace(ds, metadata={"q": {"filter": {"title": "recipe"}}})
+    with pytest.raises(ValueError, match="filter or exclusions are not supported"):
+        long_documents.per_query_mrr(encoder, filtered, passages=True)
+
+
+def test_long_documents_report_gives_both_ways_and_the_paired_difference():
+    # plumbing: made-up per-query scores
+    long_documents = load("long_documents")
+    scores = {
+        "base": {"truncated": {"q": 1.0, "r": 1.0}, "passages": {"q": 1.0, "r": 1.0}},
+        "saved": {"truncated": {"q": 0.5, "r": 1.0}, "passages": {"q": 1.0, "r": 1.0}},
+    }
+    rows = {"qa: xquad": {"documents": 4, "cut": 1, "passages": 5, "scores": scores}}
+    lines = long_documents.report(rows).splitlines()
+    assert lines[0].startswith("| task: dataset | documents cut (passages) | base: truncated |")
+    assert lines[0].endswith("| saved - base: truncated | saved - base: passages |")
+    assert lines[2].startswith("| qa: xquad | 1 of 4 (5) | 1.0000 | 1.0000 | 0.7500 | 1.0000 |")
+    assert " -0.2500 ± " in lines[2] and lines[2].endswith("| +0.0000 ± 0.0000 |")
