@@ -85,6 +85,11 @@ def measure(encoders: Mapping[str, LLMEmbedder]) -> dict[str, Any]:
     return rows
 
 
+def base_and_saved(model: str) -> dict[str, LLMEmbedder]:
+    """The shipped base without instructions, and ``model`` as `LLMEmbedder(path)` loads it."""
+    return {"base": LLMEmbedder(SHIPPED_MODEL, instructions=False), "saved": LLMEmbedder(model)}
+
+
 def report(rows: Mapping[str, Any], base: str = "base", saved: str = "saved") -> str:
     """Markdown: each set's MRR@10 both ways, and the saved model's difference from the base."""
 
@@ -117,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the rows, per query, as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    encoders = {
-        "base": LLMEmbedder(SHIPPED_MODEL, instructions=False),
-        "saved": LLMEmbedder(args.model),
-    }
+    encoders = base_and_saved(args.model)
     for name, encoder in encoders.items():
         print(f"{name}: {encoder}")
     rows = measure(encoders)

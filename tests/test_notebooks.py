@@ -32,6 +32,7 @@ EXPECTED_OUTPUTS = {
         "| (g) selected |",
         "| (d) fine-tuned |",
         "chosen alpha",
+        "skipped in a smoke run: it ranks the whole test sets",
         "image/png",
     ],
 }
