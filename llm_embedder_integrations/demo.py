@@ -80,7 +80,7 @@ def rank_documents(
     # Each passage beyond a document's first can take one place: this many hits always hold
     # the k best distinct documents.
     depth = min(passages, k + passages - documents)
-    ranked = []
+    ranked: list[list[str]] = []
     for first in range(0, len(queries), 200):  # Chroma answers a bounded number of hits a call
         batch = list(queries[first : first + 200])
         for hits in store.search_batch(batch, task=task, k=depth, exact=True):
