@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from llm_embedder_integrations import SHIPPED_MODEL, LLMEmbedder
-from llm_embedder_integrations.demo import passages_within_limit, rank_documents
+from llm_embedder_integrations.demo import (
+    documents_cut,
+    passages_within_limit,
+    rank_documents,
+)
 from llm_embedder_integrations.evaluation.datasets import RetrievalDataset, load_dataset
 from llm_embedder_integrations.evaluation.metrics import evaluate_rankings, paired_gain
 from llm_embedder_integrations.evaluation.runner import TASK_DATASETS
@@ -58,8 +62,7 @@ def per_query_mrr(encoder: LLMEmbedder, ds: RetrievalDataset, passages: bool) ->
 def cut_documents(encoder: LLMEmbedder, ds: RetrievalDataset) -> tuple[int, int]:
     """How many of the documents are too long for ``encoder``, and how many passages all make."""
     _, ids, metadatas = passages_within_limit(encoder, ds.corpus, ds.task)
-    cut = {m["document"] for m, i in zip(metadatas, ids, strict=True) if i != m["document"]}
-    return len(cut), len(ids)
+    return documents_cut(ids, metadatas), len(ids)
 
 
 def measure(encoders: Mapping[str, LLMEmbedder]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from .evaluation.metrics import evaluate_rankings
 from .memory import chunk_text
 from .store import ChromaStore
 
-__all__ = ["passages_within_limit", "rank_documents", "run_demo"]
+__all__ = ["documents_cut", "passages_within_limit", "rank_documents", "run_demo"]
 
 
 def passages_within_limit(
@@ -60,6 +60,11 @@ def passages_within_limit(
         ids += piece_ids
         metadatas += [dict(meta) for _ in pieces]
     return texts, ids, metadatas
+
+
+def documents_cut(ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> int:
+    """How many documents `passages_within_limit` cut into passages, from its ids and metadata."""
+    return len({m["document"] for i, m in zip(ids, metadatas, strict=True) if i != m["document"]})
 
 
 def rank_documents(
@@ -155,7 +160,7 @@ def run_demo(
         start = time.perf_counter()
         texts, ids, metadatas = passages_within_limit(encoder, ds.corpus, ds.task)
         store.add(texts, task=ds.task, ids=ids, metadatas=metadatas)
-        split = len({m["document"] for m, i in zip(metadatas, ids, strict=True) if "~" in i})
+        split = documents_cut(ids, metadatas)
         out(
             f"Indexed {len(ds.corpus)} XQuAD paragraphs in {time.perf_counter() - start:.1f} s"
             + (
